@@ -1,0 +1,56 @@
+"""The exceptions exprl-rewards raises.
+
+Every error the library raises on purpose derives from one base class, so callers can
+catch them all with ``except ExpRLError``::
+
+    ExpRLError
+    ├── ConfigError          a bad option: unknown preset or estimator, invalid range
+    ├── InputError           bad data: a rollout, a score array, token offsets
+    │   └── AlignmentError   token offsets that do not fit the text or its segments
+    └── MissingExtraError    an optional dependency is not installed (names the extra)
+
+Messages say what was wrong and how to fix it. The judge and I/O layers add their own
+subclasses in later modules; they stay under this tree.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlignmentError",
+    "ConfigError",
+    "ExpRLError",
+    "InputError",
+    "MissingExtraError",
+]
+
+
+class ExpRLError(Exception):
+    """Base class of every error raised by exprl-rewards."""
+
+
+class ConfigError(ExpRLError, ValueError):
+    """An option or configuration value is invalid."""
+
+
+class InputError(ExpRLError, ValueError):
+    """Input data (rollouts, scores, offsets) is malformed."""
+
+
+class AlignmentError(InputError):
+    """Token character offsets are inconsistent with the text or its segments."""
+
+
+class MissingExtraError(ExpRLError, ImportError):
+    """An optional dependency is missing.
+
+    Args:
+        package: the module that failed to import, e.g. ``"vllm"``.
+        extra: the extra of ``exprl-rewards`` that installs it, e.g. ``"cpu"``.
+    """
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(
+            f"{package!r} is not installed; install it with `pip install 'exprl-rewards[{extra}]'`"
+        )
+        self.package = package
+        self.extra = extra
