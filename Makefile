@@ -1,0 +1,32 @@
+# Set-up and the two everyday jobs. `make run` and `make test` create .venv on first use
+# (with the machine's python3) and reinstall when pyproject.toml changes.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint verify clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+## The main job. Until the judge lands, this is the advantage verification.
+run: $(STAMP)
+	$(BIN)/python -m exprl_rewards.verify
+
+verify: run
+
+## Lint, format check, type check, then the test suite.
+test: lint
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist

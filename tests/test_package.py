@@ -1,0 +1,54 @@
+"""The public surface, the import weight, and the README example."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import types
+
+import exprl_rewards
+
+from conftest import ROOT
+
+
+def test_all_is_sorted_and_complete() -> None:
+    public = {
+        name
+        for name, value in vars(exprl_rewards).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    } - {"annotations"}  # from __future__
+    assert set(exprl_rewards.__all__) - {"__version__"} == public
+    names = [n for n in exprl_rewards.__all__ if n != "__version__"]
+    assert names == sorted(names, key=lambda n: (not n.isupper(), n[0].islower(), n))
+
+
+def test_import_does_not_load_heavy_dependencies() -> None:
+    code = (
+        "import sys, exprl_rewards, exprl_rewards.verify\n"
+        "heavy = [m for m in ('torch', 'vllm', 'transformers') if m in sys.modules]\n"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_py_typed_ships() -> None:
+    assert (ROOT / "exprl_rewards" / "py.typed").is_file()
+
+
+def test_readme_example_runs_and_prints_what_the_readme_says() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    code = re.search(r"```python\n(.*?)```", readme, re.S)
+    expected = re.search(r"```text\n(.*?)```", readme, re.S)
+    assert code
+    assert expected
+    out = subprocess.run(
+        [sys.executable, "-c", code.group(1)], capture_output=True, text=True, check=True
+    )
+    assert out.stdout == expected.group(1)
+    # The README's first screen: exactly two commands.
+    first_block = re.search(r"```bash\n(.*?)```", readme, re.S)
+    assert first_block
+    commands = [line for line in first_block.group(1).splitlines() if line.strip()]
+    assert [c.split("#")[0].strip() for c in commands] == ["make run", "make test"]
