@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from exprl_rewards import PRESETS, ConfigError, RegexSlicer, delimiter_slicer, get_slicer
@@ -64,6 +64,9 @@ def assert_exact_cover(text: str, segments: tuple[Segment, ...]) -> None:
 
 @settings(max_examples=400)
 @given(slicer=slicers, text=texts)
+@example(slicer=get_slicer("blank-line"), text="a\n\n ")  # a cut moved onto the end
+@example(slicer=get_slicer("blank-line"), text=" \n\na")  # whitespace-only first piece
+@example(slicer=get_slicer("step-heading", min_chars=3), text="Step 1\nStep 2 abc")
 def test_segments_cover_the_text_exactly(slicer: RegexSlicer, text: str) -> None:
     segments = slicer.split(text)
     assert_exact_cover(text, segments)
@@ -108,6 +111,8 @@ def test_plain_slicer_cuts_exactly_at_the_matches(text: str) -> None:
         (get_slicer("blank-line"), "\n\nA\n\n\n\nB\n\n", ["\n\nA\n\n\n\n", "B\n\n"]),
         (get_slicer("blank-line", whitespace="keep"), "A\n\n\n\nB", ["A\n\n", "\n\n", "B"]),
         (get_slicer("newline"), "a\n \nb", ["a\n \n", "b"]),
+        (get_slicer("newline"), "a\n \t", ["a\n \t"]),
+        (get_slicer("newline"), " \n\nb\n", [" \n\nb\n"]),
         (
             get_slicer("step-heading"),
             "Intro\n**Step 1:** x\nStep 2: y\n## Step 3. z",
