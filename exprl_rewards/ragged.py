@@ -104,8 +104,9 @@ class Ragged:
         width = longest if width is None else width
         if width < longest:
             raise InputError(f"width {width} is shorter than the longest row ({longest})")
+        # Rows are stored in order, so a boolean mask in row-major order addresses the
+        # real entries exactly: no index arrays needed.
+        mask = np.arange(width) < self.lengths[:, None]
         matrix = np.full((len(self), width), fill, dtype=self.values.dtype)
-        mask = np.zeros((len(self), width), dtype=bool)
-        matrix[self.row_ids, self.positions] = self.values
-        mask[self.row_ids, self.positions] = True
+        matrix[mask] = self.values
         return matrix, mask

@@ -98,5 +98,5 @@ def broadcast_to_tokens(
     token_rows = Ragged(token_values, tokens_per_row.astype(np.int64))
     matrix, mask = token_rows.to_padded(fill=fill, width=width)
     mask[unscored] = False
-    matrix[~mask] = fill
+    matrix[unscored] = fill
     return TokenAdvantages(matrix, mask)
