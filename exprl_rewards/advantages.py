@@ -123,7 +123,8 @@ def _std(count: FloatArray, sq: FloatArray, kind: StdKind) -> FloatArray:
     if kind not in get_args(StdKind):
         raise ConfigError(f"std must be 'sample' or 'population', got {kind!r}")
     dof = count - (1.0 if kind == "sample" else 0.0)
-    return np.sqrt(np.divide(sq, dof, out=np.zeros_like(sq), where=dof > 0))
+    std: FloatArray = np.sqrt(np.divide(sq, dof, out=np.zeros_like(sq), where=dof > 0))
+    return std
 
 
 def outcome_advantages(

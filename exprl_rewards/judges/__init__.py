@@ -1,0 +1,34 @@
+"""Judge backends: grade rendered prompts with an LLM.
+
+- :class:`~exprl_rewards.judges.openai.OpenAIJudge`: any OpenAI-compatible server.
+- ``VLLMJudge`` (``exprl_rewards.judges.vllm``): vLLM in-process; needs the ``vllm``
+  or ``cpu`` extra and is imported only when used.
+"""
+
+from __future__ import annotations
+
+from .base import (
+    Judge,
+    Judgement,
+    JudgeRequest,
+    RawOutput,
+    TokenLogprobs,
+    finish,
+    judge_sync,
+    run_sync,
+)
+from .cache import JudgeCache
+from .openai import OpenAIJudge
+
+__all__ = [
+    "Judge",
+    "JudgeCache",
+    "JudgeRequest",
+    "Judgement",
+    "OpenAIJudge",
+    "RawOutput",
+    "TokenLogprobs",
+    "finish",
+    "judge_sync",
+    "run_sync",
+]

@@ -1,0 +1,313 @@
+"""What every judge backend takes and returns, and the parsing they share.
+
+prompt -> :class:`JudgeRequest` -> backend -> :class:`RawOutput` -> :func:`finish`
+-> :class:`Judgement`
+
+A backend implements one coroutine, ``judge(requests) -> list[Judgement]``, returning one
+judgement per request, in order. It never raises for one bad request: a request that
+fails after retries, or whose output has no usable score, comes back *unscored* with a
+reason. :func:`judge_sync` runs any judge from plain code, including code that is
+itself running inside an event loop (trainers call reward functions from their own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from ..parsing import expected_score, normalize_score, parse_score
+from ..rollout import Score
+from ..templates import ChatMessage, JudgeTemplate
+
+__all__ = [
+    "Judge",
+    "JudgeRequest",
+    "Judgement",
+    "RawOutput",
+    "TokenLogprobs",
+    "finish",
+    "judge_sync",
+    "unscored",
+]
+
+T = TypeVar("T")
+# Enough for "3", "3/5" or "Score: 3" after a prefill; a score-only judge that rambles
+# is cut here instead of spending the backend's full budget.
+SCORE_ONLY_MAX_TOKENS = 8
+
+
+@dataclass(frozen=True)
+class JudgeRequest:
+    """One judge call: the chat messages and how to read the answer.
+
+    Args:
+        messages: system and user messages (from :meth:`JudgeTemplate.render`).
+        low, high: the score scale the prompt asks for.
+        score_only: the prompt asks for the score alone (a bare number is accepted).
+        prefill: text that starts the assistant's answer (e.g. ``"Score: "``), for
+            backends that can continue a message; the next token is then the score.
+        template_id: content hash of the template, part of the cache key.
+        key: the caller's label (``"r17/step-3"``), carried into the judgement.
+        min_mass: use the logprob-weighted score only when the valid score tokens
+            hold at least this probability; else fall back to the parsed number.
+        max_tokens: a generation limit for this request (score-only templates need a
+            few tokens); None: the backend's.
+    """
+
+    messages: tuple[ChatMessage, ...]
+    low: int = 1
+    high: int = 5
+    score_only: bool = False
+    prefill: str = ""
+    template_id: str = ""
+    key: str = ""
+    min_mass: float = 0.0
+    max_tokens: int | None = None
+
+    @classmethod
+    def from_template(
+        cls, template: JudgeTemplate, *, key: str = "", prefill: bool = True, **variables: Any
+    ) -> JudgeRequest:
+        """Render ``template`` with ``variables`` into a request.
+
+        Args:
+            template: the judge template.
+            key: the caller's label for this request.
+            prefill: use the template's assistant prefill, if it has one.
+            **variables: passed to :meth:`JudgeTemplate.render`.
+        """
+        return cls(
+            messages=tuple(template.render(**variables)),
+            low=template.low,
+            high=template.high,
+            score_only=template.score_only,
+            prefill=template.prefill() if prefill else "",
+            template_id=template.id,
+            key=key,
+            max_tokens=SCORE_ONLY_MAX_TOKENS if template.score_only else None,
+        )
+
+    def cache_key(self, backend: str, model: str, sampling: dict[str, Any]) -> str:
+        """A hash of everything that determines the judge's output."""
+        blob = {
+            "backend": backend,
+            "model": model,
+            "template": self.template_id,
+            "messages": [[m["role"], m["content"]] for m in self.messages],
+            "prefill": self.prefill,
+            "max_tokens": self.max_tokens,
+            "sampling": sampling,
+        }
+        return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenLogprobs:
+    """One generated token: its text, its logprob, and the top alternatives there."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+    nbytes: int | None = None  # length in UTF-8 bytes, when the backend says
+
+
+@dataclass(frozen=True)
+class RawOutput:
+    """What a backend got back for one request, before any parsing."""
+
+    text: str
+    tokens: tuple[TokenLogprobs, ...] | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    finish_reason: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, data: str) -> RawOutput:
+        d = json.loads(data)
+        tokens = d.pop("tokens")
+        if tokens is not None:
+            tokens = tuple(
+                TokenLogprobs(
+                    t["token"], t["logprob"], tuple((a, b) for a, b in t["top"]), t["nbytes"]
+                )
+                for t in tokens
+            )
+        return cls(tokens=tokens, **d)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A judge's verdict on one request.
+
+    Attributes:
+        score: the score on the request's scale: the logprob-weighted value when
+            logprobs were available at the score token, else the parsed number; None
+            when unscored.
+        reason: why it is unscored, else None.
+        parsed: the number read from the text, if any.
+        expected, mass: the logprob-weighted score and the probability mass of the
+            valid score tokens, when logprobs were available.
+        text: the judge's raw output (with the prefill in front).
+        prompt_tokens, completion_tokens, cached_tokens: usage, when reported.
+        latency_s: seconds from the first attempt to the answer (0 for a cache hit).
+        backend, model: who judged.
+        cached: served from the on-disk cache.
+        attempts: calls made (retries included); 0 for a cache hit.
+        key: the request's key.
+        low, high: the scale.
+    """
+
+    score: float | None
+    reason: str | None
+    parsed: float | None = None
+    expected: float | None = None
+    mass: float | None = None
+    text: str = ""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    latency_s: float = 0.0
+    backend: str = ""
+    model: str = ""
+    cached: bool = False
+    attempts: int = 0
+    key: str = ""
+    low: int = 1
+    high: int = 5
+    extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def scored(self) -> bool:
+        return self.score is not None
+
+    def normalized(self) -> Score:
+        """The score mapped to [0, 1] ((N - 1) / 4 on 1-5), or unscored with the reason."""
+        if self.score is None:
+            return Score.unscored(self.reason or "unscored")
+        return Score(normalize_score(self.score, low=self.low, high=self.high))
+
+
+def _token_at(tokens: Sequence[TokenLogprobs], text: str, offset: int) -> int | None:
+    """Index of the token holding character ``offset`` of the generated ``text``."""
+    use_bytes = all(t.nbytes is not None for t in tokens)
+    target = len(text[:offset].encode()) if use_bytes else offset
+    position = 0
+    for i, t in enumerate(tokens):
+        size = t.nbytes if use_bytes and t.nbytes is not None else len(t.token)
+        if position <= target < position + size:
+            return i
+        position += size
+    return None
+
+
+def finish(
+    request: JudgeRequest,
+    raw: RawOutput,
+    *,
+    backend: str,
+    model: str,
+    latency_s: float = 0.0,
+    attempts: int = 1,
+    cached: bool = False,
+) -> Judgement:
+    """Parse a backend's raw output into a :class:`Judgement`."""
+    full = request.prefill + raw.text
+    parsed = parse_score(full, low=request.low, high=request.high, bare=request.score_only)
+    expected = mass = None
+    if raw.tokens:
+        if parsed.start is not None and parsed.start >= len(request.prefill):
+            index = _token_at(raw.tokens, raw.text, parsed.start - len(request.prefill))
+        elif request.prefill and request.score_only:
+            index = 0  # the prefill ends where the score starts
+        else:
+            index = None
+        if index is not None:
+            expected, mass = expected_score(
+                raw.tokens[index].top, low=request.low, high=request.high
+            )
+            if expected is not None and mass < request.min_mass:
+                expected = None
+    score = expected if expected is not None else parsed.value
+    reason = None
+    if score is None:
+        reason = parsed.reason or "parse: no score"
+        if raw.finish_reason == "length":
+            reason += " (output cut at max_tokens)"
+    return Judgement(
+        score=score,
+        reason=reason,
+        parsed=parsed.value,
+        expected=expected,
+        mass=mass,
+        text=full,
+        prompt_tokens=raw.prompt_tokens,
+        completion_tokens=raw.completion_tokens,
+        cached_tokens=raw.cached_tokens,
+        latency_s=latency_s,
+        backend=backend,
+        model=model,
+        cached=cached,
+        attempts=attempts,
+        key=request.key,
+        low=request.low,
+        high=request.high,
+    )
+
+
+def unscored(
+    request: JudgeRequest, reason: str, *, backend: str, model: str, latency_s: float, attempts: int
+) -> Judgement:
+    """A judgement for a request the backend could not answer."""
+    return Judgement(
+        score=None,
+        reason=reason,
+        latency_s=latency_s,
+        backend=backend,
+        model=model,
+        attempts=attempts,
+        key=request.key,
+        low=request.low,
+        high=request.high,
+    )
+
+
+@runtime_checkable
+class Judge(Protocol):
+    """A judge backend: grades a batch of requests, one judgement per request, in order."""
+
+    async def judge(self, requests: Sequence[JudgeRequest]) -> list[Judgement]:
+        """Return one :class:`Judgement` per request, in the same order."""
+        ...
+
+
+def run_sync(factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion from sync code, even inside a running event loop.
+
+    With no loop running this is ``asyncio.run``. Inside a running loop (a trainer's, a
+    notebook's) ``asyncio.run`` would fail, so the coroutine runs on a fresh loop in a
+    worker thread and this call blocks until it is done.
+    """
+
+    async def main() -> T:
+        return await factory()
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(main())
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, main()).result()
+
+
+def judge_sync(judge: Judge, requests: Sequence[JudgeRequest]) -> list[Judgement]:
+    """Run ``judge.judge(requests)`` from synchronous code (see :func:`run_sync`)."""
+    return run_sync(lambda: judge.judge(requests))

@@ -1,0 +1,112 @@
+"""An on-disk cache of judge outputs, so a re-run or a crash-resume never pays twice.
+
+One SQLite file (stdlib ``sqlite3``) maps a request's cache key (a hash of backend,
+model, template hash, rendered messages, prefill and sampling parameters; see
+:meth:`JudgeRequest.cache_key`) to the backend's *raw* output. Parsing runs again on
+every read, so a better parser improves cached judgements too.
+
+Only answers are cached: a request that failed (timeouts, 5xx after retries) is not,
+and is tried again next time. An answer the parser cannot read *is* cached: with greedy
+decoding the judge would say the same again.
+
+Safe under concurrent writers: WAL journaling, a busy timeout so that writers from
+several processes wait for each other instead of failing, and a lock around the one
+connection shared by threads of a process. Writes are ``INSERT OR REPLACE`` of
+identical values, so a race between two writers of the same key is harmless.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+from .base import RawOutput
+
+__all__ = ["JudgeCache"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS judgements (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    output TEXT NOT NULL,
+    created REAL NOT NULL DEFAULT (julianday('now'))
+)
+"""
+
+
+class JudgeCache:
+    """A SQLite file of raw judge outputs, keyed by request hash.
+
+    Args:
+        path: the database file; created with its parent folders if missing.
+        timeout: seconds a writer waits for another process's lock.
+
+    >>> import tempfile, os
+    >>> cache = JudgeCache(os.path.join(tempfile.mkdtemp(), "judge.sqlite"))
+    >>> cache.put_many([("k", "m", RawOutput("Score: 4"))])
+    >>> cache.get_many(["k", "other"])["k"].text
+    'Score: 4'
+    """
+
+    def __init__(self, path: str | Path, *, timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            self.path, timeout=timeout, check_same_thread=False, isolation_level=None
+        )
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(_SCHEMA)
+        self.hits = 0
+        self.misses = 0
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, RawOutput]:
+        """Return the cached outputs among ``keys`` (missing keys are left out)."""
+        keys = list(dict.fromkeys(keys))
+        found: dict[str, RawOutput] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):  # SQLite caps bound parameters
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    f"SELECT key, output FROM judgements WHERE key IN ({marks})", chunk
+                )
+                found.update((k, RawOutput.from_json(v)) for k, v in rows)
+        self.hits += len(found)
+        self.misses += len(keys) - len(found)
+        return found
+
+    def put_many(self, items: Iterable[tuple[str, str, RawOutput]]) -> None:
+        """Store ``(key, model, output)`` triples in one transaction."""
+        rows = [(k, m, o.to_json()) for k, m, o in items]
+        if not rows:
+            return
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO judgements (key, model, output) VALUES (?, ?, ?)", rows
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def __len__(self) -> int:
+        with self._lock:
+            (n,) = self._db.execute("SELECT COUNT(*) FROM judgements").fetchone()
+        return int(n)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> JudgeCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,326 @@
+"""A judge on any OpenAI-compatible chat server (vLLM, SGLang, llama.cpp, OpenAI...).
+
+Built on the official ``openai`` async client, with its own retries turned off and
+replaced by tenacity: exponential backoff with full jitter, honouring ``Retry-After``,
+on 408, 409, 429, 5xx, timeouts, dropped connections and malformed bodies; no retry on
+other 4xx (a bad request will not get better). A per-request timeout bounds every
+attempt; a semaphore bounds the requests in flight. Several base URLs (replicas of one
+model) share the load round-robin; a replica that times out or refuses connections is
+skipped for ``replica_cooldown`` seconds, so the batch keeps going while one is down.
+
+Every request ends scored or unscored with a reason (``"backend: 429 Too Many Requests
+after 5 attempts"``); nothing is dropped and no failure becomes a 0.
+
+The client and semaphore are made per event loop, so the same judge works from
+``asyncio.run`` in a script, from :func:`~exprl_rewards.judges.base.judge_sync` inside a
+trainer's running loop, and from a server's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from ..errors import ConfigError
+from .base import Judgement, JudgeRequest, RawOutput, TokenLogprobs, finish, unscored
+from .cache import JudgeCache
+
+__all__ = ["OpenAIJudge"]
+
+_RETRY_STATUS = {408, 409, 429}
+
+
+class MalformedResponse(Exception):
+    """A 200 answer without a usable completion (no choices, no message)."""
+
+
+def _retryable(e: BaseException) -> bool:
+    if isinstance(e, openai.APIStatusError):
+        return e.status_code in _RETRY_STATUS or e.status_code >= 500
+    # A 200 with a body that is not JSON (a proxy's error page) surfaces as a ValueError.
+    malformed = (openai.APIResponseValidationError, MalformedResponse, json.JSONDecodeError)
+    return isinstance(e, (openai.APIConnectionError, *malformed))
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, openai.APIStatusError):
+        body: dict[str, Any] = e.body if isinstance(e.body, dict) else {}
+        nested = body.get("error")
+        error: dict[str, Any] = nested if isinstance(nested, dict) else body
+        message = str(error.get("message") or e.message)[:200]
+        return f"{e.status_code} {e.response.reason_phrase}: {message}"
+    if isinstance(e, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(e, openai.APIConnectionError):
+        return f"connection error ({e.__cause__ or e})"[:200]
+    return f"{type(e).__name__}: {e}"[:200]
+
+
+def _retry_after(e: BaseException | None) -> float | None:
+    response = getattr(e, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class _Backoff:
+    """Exponential backoff with full jitter; waits at least Retry-After when given."""
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self.initial, self.maximum = initial, maximum
+
+    def __call__(self, state: RetryCallState) -> float:
+        ceiling = min(self.maximum, self.initial * 2 ** (state.attempt_number - 1))
+        wait = random.uniform(0, ceiling)
+        hint = _retry_after(state.outcome.exception() if state.outcome else None)
+        return min(self.maximum, max(wait, hint)) if hint is not None else wait
+
+
+@dataclass
+class _LoopState:
+    clients: list[openai.AsyncOpenAI]
+    semaphore: asyncio.Semaphore
+    users: int = 0
+
+
+class OpenAIJudge:
+    """Grade judge requests on an OpenAI-compatible ``/v1/chat/completions`` server.
+
+    Args:
+        model: the served model name.
+        base_url: the server's ``.../v1`` URL, or a list of replicas; None means OpenAI.
+        api_key: the key; default: the environment variable ``api_key_env``, else
+            ``"EMPTY"`` (what a local vLLM server accepts).
+        api_key_env: where to read the key (default ``OPENAI_API_KEY``).
+        temperature: sampling temperature (0: greedy, as released).
+        max_tokens: generation limit (released: 2048).
+        top_logprobs: alternatives to return per token (vLLM: up to its
+            ``--max-logprobs``; OpenAI: 20); enables logprob-weighted scores. None: off.
+        concurrency: requests in flight at once.
+        timeout: seconds per attempt.
+        max_attempts: attempts per request, the first included.
+        backoff, max_backoff: first and largest wait between attempts, in seconds.
+        cache: a :class:`JudgeCache` or its path; None disables caching.
+        prefill: send the request's prefill as a final assistant message that the server
+            continues (vLLM's ``continue_final_message``); not all servers support it.
+        seed: sampling seed, for servers that honour it.
+        extra_body: extra JSON fields for every request.
+        replica_cooldown: seconds a replica that timed out or refused is skipped.
+    """
+
+    backend = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | Sequence[str] | None = None,
+        api_key: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        temperature: float = 0.0,
+        max_tokens: int = 2048,
+        top_logprobs: int | None = None,
+        concurrency: int = 32,
+        timeout: float = 120.0,
+        max_attempts: int = 5,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        cache: JudgeCache | str | Path | None = None,
+        prefill: bool = False,
+        seed: int | None = None,
+        extra_body: dict[str, Any] | None = None,
+        replica_cooldown: float = 10.0,
+    ) -> None:
+        if concurrency < 1 or max_attempts < 1 or timeout <= 0:
+            raise ConfigError("concurrency and max_attempts must be >= 1 and timeout > 0")
+        urls: list[str | None] = (
+            [base_url] if isinstance(base_url, str) or base_url is None else list(base_url)
+        )
+        if not urls:
+            raise ConfigError("base_url is an empty list; give at least one server")
+        self.model = model
+        self.base_urls = urls
+        self.api_key = api_key or os.environ.get(api_key_env) or "EMPTY"
+        self.temperature, self.max_tokens, self.top_logprobs = temperature, max_tokens, top_logprobs
+        self.concurrency, self.timeout, self.max_attempts = concurrency, timeout, max_attempts
+        self.backoff, self.max_backoff = backoff, max_backoff
+        self.cache = JudgeCache(cache) if isinstance(cache, (str, Path)) else cache
+        self.prefill, self.seed, self.extra_body = prefill, seed, dict(extra_body or {})
+        self.replica_cooldown = replica_cooldown
+        self._down_until = [0.0] * len(urls)
+        self._next = 0
+        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def sampling(self) -> dict[str, Any]:
+        """The parameters that shape the output (part of the cache key)."""
+        return {
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "top_logprobs": self.top_logprobs,
+            "seed": self.seed,
+            "prefill": self.prefill,
+            "extra_body": self.extra_body,
+        }
+
+    async def _enter_loop(self) -> _LoopState:
+        """This loop's clients and semaphore, shared by the judge calls running on it."""
+        loop = asyncio.get_running_loop()
+        state = self._per_loop.get(loop)
+        if state is None:
+            clients = [
+                openai.AsyncOpenAI(
+                    base_url=url, api_key=self.api_key, timeout=self.timeout, max_retries=0
+                )
+                for url in self.base_urls
+            ]
+            state = _LoopState(clients, asyncio.Semaphore(self.concurrency))
+            self._per_loop[loop] = state
+        state.users += 1
+        return state
+
+    async def _exit_loop(self, state: _LoopState) -> None:
+        # Close the connection pools when the last call on this loop ends: a pool left
+        # open would be torn down after its loop closed (asyncio.run, judge_sync).
+        state.users -= 1
+        if state.users == 0:
+            self._per_loop.pop(asyncio.get_running_loop(), None)
+            await asyncio.gather(*(c.close() for c in state.clients), return_exceptions=True)
+
+    def _pick_replica(self) -> int:
+        now = time.monotonic()
+        n = len(self.base_urls)
+        for step in range(n):
+            i = (self._next + step) % n
+            if self._down_until[i] <= now:
+                self._next = i + 1
+                return i
+        return min(range(n), key=self._down_until.__getitem__)  # all down: the soonest back
+
+    async def judge(self, requests: Sequence[JudgeRequest]) -> list[Judgement]:
+        """Return one judgement per request, in order (see the module docs)."""
+        sampling = self.sampling()
+        keys = [r.cache_key(self.backend, self.model, sampling) for r in requests]
+        hits = self.cache.get_many(keys) if self.cache else {}
+        results: list[Judgement | None] = [
+            finish(r, hits[k], backend=self.backend, model=self.model, attempts=0, cached=True)
+            if k in hits
+            else None
+            for r, k in zip(requests, keys, strict=True)
+        ]
+        todo = [i for i, j in enumerate(results) if j is None]
+        if not todo:
+            return [j for j in results if j is not None]
+        state = await self._enter_loop()
+        try:
+            done = await asyncio.gather(
+                *(self._judge_one(state, requests[i], keys[i]) for i in todo)
+            )
+        finally:
+            await self._exit_loop(state)
+        for i, judgement in zip(todo, done, strict=True):
+            results[i] = judgement
+        return [j for j in results if j is not None]
+
+    async def _judge_one(self, state: _LoopState, request: JudgeRequest, key: str) -> Judgement:
+        start = time.perf_counter()
+        attempts = 0
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=_Backoff(self.backoff, self.max_backoff),
+            retry=retry_if_exception(_retryable),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    async with state.semaphore:
+                        # Pick once a slot is free, so a replica found down meanwhile is skipped.
+                        replica = self._pick_replica()
+                        try:
+                            raw = await self._call(state.clients[replica], request)
+                        except (openai.APITimeoutError, openai.APIConnectionError):
+                            self._down_until[replica] = time.monotonic() + self.replica_cooldown
+                            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # every failure becomes a visible, unscored judgement
+            more = f" after {attempts} attempts" if attempts > 1 else ""
+            return unscored(
+                request,
+                f"backend: {_describe(e)}{more}",
+                backend=self.backend,
+                model=self.model,
+                latency_s=time.perf_counter() - start,
+                attempts=attempts,
+            )
+        if self.cache is not None:
+            self.cache.put_many([(key, self.model, raw)])
+        return finish(
+            request,
+            raw,
+            backend=self.backend,
+            model=self.model,
+            latency_s=time.perf_counter() - start,
+            attempts=attempts,
+        )
+
+    async def _call(self, client: openai.AsyncOpenAI, request: JudgeRequest) -> RawOutput:
+        messages = [{"role": m["role"], "content": m["content"]} for m in request.messages]
+        extra = dict(self.extra_body)
+        if self.prefill and request.prefill:
+            messages.append({"role": "assistant", "content": request.prefill})
+            extra.update(continue_final_message=True, add_generation_prompt=False)
+        kwargs: dict[str, Any] = {}
+        if self.top_logprobs is not None:
+            kwargs.update(logprobs=True, top_logprobs=self.top_logprobs)
+        if self.seed is not None:
+            kwargs["seed"] = self.seed
+        response = await client.chat.completions.create(
+            model=self.model,
+            messages=messages,  # type: ignore[arg-type]
+            temperature=self.temperature,
+            max_tokens=request.max_tokens or self.max_tokens,
+            extra_body=extra or None,
+            **kwargs,
+        )
+        choices = getattr(response, "choices", None)
+        if not choices or choices[0].message is None or choices[0].message.content is None:
+            raise MalformedResponse(f"no completion in the response: {str(response)[:120]!r}")
+        choice = choices[0]
+        tokens = None
+        if choice.logprobs is not None and choice.logprobs.content is not None:
+            tokens = tuple(
+                TokenLogprobs(
+                    t.token,
+                    t.logprob,
+                    tuple((a.token, a.logprob) for a in (t.top_logprobs or ())),
+                    len(t.bytes) if t.bytes is not None else None,
+                )
+                for t in choice.logprobs.content
+            )
+        usage = response.usage
+        details = getattr(usage, "prompt_tokens_details", None) if usage else None
+        return RawOutput(
+            text=choice.message.content,
+            tokens=tokens,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            cached_tokens=getattr(details, "cached_tokens", None),
+            finish_reason=choice.finish_reason,
+        )

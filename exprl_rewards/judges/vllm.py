@@ -1,0 +1,184 @@
+"""A judge on vLLM in-process (``vllm.LLM``): batched chat generation, no server.
+
+Prefix caching is on, so the instructions, problem and reference that all rollouts of a
+prompt share are computed once per batch (see the cache-friendly template order).
+Requests are grouped by whether they continue an assistant prefill (vLLM takes that
+per call) and sent as one batch per group; the engine is not thread-safe, so calls are
+serialised with a lock and run in a worker thread, off the event loop.
+
+Importing this module does not import vLLM; creating a :class:`VLLMJudge` does, and
+raises :class:`~exprl_rewards.errors.MissingExtraError` naming the extra when vLLM is
+missing. On CPU, install the ``cpu`` extra (the vLLM CPU build); on GPU, ``vllm``.
+vLLM starts its engine in a subprocess with ``spawn``: a script that builds a
+``VLLMJudge`` at import time needs an ``if __name__ == "__main__":`` guard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import MissingExtraError
+from .base import Judgement, JudgeRequest, RawOutput, TokenLogprobs, finish, unscored
+from .cache import JudgeCache
+
+__all__ = ["VLLMJudge"]
+
+
+class VLLMJudge:
+    """Grade judge requests with a ``vllm.LLM`` engine in this process.
+
+    Args:
+        model: a model directory or name vLLM can load.
+        temperature: sampling temperature (0: greedy, as released).
+        max_tokens: generation limit when the request sets none (released: 2048).
+        top_logprobs: alternatives per generated token, for logprob-weighted scores
+            (at most the engine's ``max_logprobs``, 20 by default). None: off.
+        cache: a :class:`JudgeCache` or its path; None disables caching.
+        name: the model name recorded in judgements and cache keys (default: ``model``).
+        **llm_kwargs: passed to ``vllm.LLM`` (e.g. ``max_model_len=2048``,
+            ``enforce_eager=True``). ``enable_prefix_caching`` defaults to True.
+    """
+
+    backend = "vllm"
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        temperature: float = 0.0,
+        max_tokens: int = 2048,
+        top_logprobs: int | None = 20,
+        cache: JudgeCache | str | Path | None = None,
+        name: str | None = None,
+        **llm_kwargs: Any,
+    ) -> None:
+        try:
+            import vllm
+        except ImportError as e:
+            raise MissingExtraError("vllm", "cpu") from e
+        self._vllm = vllm
+        self.model = name or str(model)
+        self.temperature, self.max_tokens, self.top_logprobs = temperature, max_tokens, top_logprobs
+        self.cache = JudgeCache(cache) if isinstance(cache, (str, Path)) else cache
+        llm_kwargs.setdefault("enable_prefix_caching", True)
+        if top_logprobs is not None:
+            llm_kwargs.setdefault("max_logprobs", max(20, top_logprobs))
+        self.llm = vllm.LLM(model=str(model), **llm_kwargs)
+        self._lock = threading.Lock()
+
+    def sampling(self) -> dict[str, Any]:
+        """The parameters that shape the output (part of the cache key)."""
+        return {
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "top_logprobs": self.top_logprobs,
+        }
+
+    async def judge(self, requests: Sequence[JudgeRequest]) -> list[Judgement]:
+        """Return one judgement per request, in order."""
+        return await asyncio.to_thread(self.judge_blocking, requests)
+
+    def judge_blocking(self, requests: Sequence[JudgeRequest]) -> list[Judgement]:
+        """The same as :meth:`judge`, blocking the calling thread."""
+        sampling = self.sampling()
+        keys = [r.cache_key(self.backend, self.model, sampling) for r in requests]
+        hits = self.cache.get_many(keys) if self.cache else {}
+        results: dict[int, Judgement] = {
+            i: finish(r, hits[k], backend=self.backend, model=self.model, attempts=0, cached=True)
+            for i, (r, k) in enumerate(zip(requests, keys, strict=True))
+            if k in hits
+        }
+        for prefilled in (False, True):
+            todo = [
+                i
+                for i, r in enumerate(requests)
+                if i not in results and bool(r.prefill) == prefilled
+            ]
+            if todo:
+                results.update(self._generate(requests, keys, todo, prefilled))
+        return [results[i] for i in range(len(requests))]
+
+    def _generate(
+        self, requests: Sequence[JudgeRequest], keys: list[str], todo: list[int], prefilled: bool
+    ) -> dict[int, Judgement]:
+        conversations = []
+        params = []
+        for i in todo:
+            messages = [{"role": m["role"], "content": m["content"]} for m in requests[i].messages]
+            if prefilled:
+                messages.append({"role": "assistant", "content": requests[i].prefill})
+            conversations.append(messages)
+            params.append(
+                self._vllm.SamplingParams(
+                    temperature=self.temperature,
+                    max_tokens=requests[i].max_tokens or self.max_tokens,
+                    logprobs=self.top_logprobs,
+                )
+            )
+        start = time.perf_counter()
+        try:
+            with self._lock:
+                outputs = self.llm.chat(
+                    conversations,  # type: ignore[arg-type]
+                    params,
+                    use_tqdm=False,
+                    add_generation_prompt=not prefilled,
+                    continue_final_message=prefilled,
+                )
+        except Exception as e:  # a failed batch: every request in it is unscored, visibly
+            elapsed = time.perf_counter() - start
+            reason = f"backend: vLLM failed: {type(e).__name__}: {e}"[:300]
+            return {
+                i: unscored(
+                    requests[i],
+                    reason,
+                    backend=self.backend,
+                    model=self.model,
+                    latency_s=elapsed,
+                    attempts=1,
+                )
+                for i in todo
+            }
+        elapsed = time.perf_counter() - start
+        raws = [_raw_output(out) for out in outputs]
+        if self.cache is not None:
+            self.cache.put_many(
+                (keys[i], self.model, raw) for i, raw in zip(todo, raws, strict=True)
+            )
+        return {
+            i: finish(requests[i], raw, backend=self.backend, model=self.model, latency_s=elapsed)
+            for i, raw in zip(todo, raws, strict=True)
+        }
+
+
+def _raw_output(output: Any) -> RawOutput:
+    completion = output.outputs[0]
+    tokens: tuple[TokenLogprobs, ...] | None = None
+    if completion.logprobs is not None:
+        collected = []
+        for token_id, position in zip(completion.token_ids, completion.logprobs, strict=False):
+            chosen = position.get(token_id)
+            ranked = sorted(
+                position.values(), key=lambda lp: lp.rank if lp.rank is not None else 1 << 30
+            )
+            collected.append(
+                TokenLogprobs(
+                    token=(chosen.decoded_token or "") if chosen else "",
+                    logprob=chosen.logprob if chosen else float("nan"),
+                    top=tuple((lp.decoded_token or "", lp.logprob) for lp in ranked),
+                )
+            )
+        tokens = tuple(collected)
+    return RawOutput(
+        text=completion.text,
+        tokens=tokens,
+        prompt_tokens=len(output.prompt_token_ids or ()),
+        completion_tokens=len(completion.token_ids),
+        cached_tokens=output.num_cached_tokens,
+        finish_reason=completion.finish_reason,
+    )

@@ -1,0 +1,146 @@
+"""Read a score out of a judge's output: the text, and the logprobs at the score token.
+
+:func:`parse_score` finds the **last** well-formed score line in the judge's *own* words:
+
+- accepted: ``Score: 4``, ``**Score:** 4``, ``Score: 4/5``, ``score = 4``, ``Final score: 4``,
+  ``## Score: 4 (mostly correct)``; the keyword must start its line (after markdown
+  decoration), which keeps "the student's score: 5" mid-sentence from counting;
+- ignored: anything inside ``<think>...</think>`` (or before a lone ``</think>``, or after
+  an unterminated ``<think>``), and anything inside a fenced ``[BEGIN X tag] ... [END X
+  tag]`` block the judge echoed back, so a rollout that says "Score: 5" cannot set its
+  own score by being quoted;
+- rejected, with a reason: no score line, a range echoed as a score (``Score: 1-5``), a
+  number outside the template's scale (``Score: 7`` on 1-5), or another denominator
+  (``Score: 8/10``). The last line decides: a bad last score does not fall back to an
+  earlier one.
+
+The released code took the text after the *first* "Score:", kept its first digit with no
+range check, and mixed failures in as 0. Here a failure is unscored, never 0.
+
+:func:`expected_score` turns the top logprobs at the score position into the expected
+value over the valid score tokens (renormalised over them) and the probability mass
+they cover. :func:`normalize_score` maps the scale to [0, 1]: (N - 1) / 4 for 1-5, as
+released. It is a separate step so that calibration can replace it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = ["ParsedScore", "expected_score", "normalize_score", "parse_score"]
+
+_SCORE_LINE = re.compile(
+    r"""
+    ^[ \t>*_#-]*                             # markdown decoration at the line start
+    (?:final[ \t]+)?score                    # the keyword
+    [ \t*_]*[:=][ \t*_]*                     # ':' or '=', maybe inside bold markers
+    (?P<num>\d+(?:\.\d+)?)                   # the score
+    (?![ \t]*[-\u2013][ \t]*\d)              # ... but not a range such as 1-5
+    (?:[ \t]*(?:/|out[ \t]+of)[ \t]*(?P<den>\d+))?
+    """,
+    re.IGNORECASE | re.MULTILINE | re.VERBOSE,
+)
+_BARE = re.compile(r"\A\s*(?P<num>\d+(?:\.\d+)?)(?:[ \t]*/[ \t]*(?P<den>\d+))?[ \t]*[.)]?\s*\Z")
+_FENCE = re.compile(
+    r"\[BEGIN (?P<label>[A-Z_]+) (?P<tag>[0-9a-f]{8})\].*?(?:\[END (?P=label) (?P=tag)\]|\Z)", re.S
+)
+_THINK = re.compile(r"<think>.*?(?:</think>|\Z)", re.S | re.I)
+
+
+@dataclass(frozen=True)
+class ParsedScore:
+    """A score read from text, or why none could be.
+
+    Attributes:
+        value: the score on the template's scale, or None.
+        reason: why there is no value (``"parse: no score line"``...), else None.
+        start: offset in the text of the score's first character, when one was found.
+    """
+
+    value: float | None
+    reason: str | None = None
+    start: int | None = None
+
+
+def _hidden_spans(text: str) -> list[tuple[int, int]]:
+    spans = [m.span() for m in _THINK.finditer(text)]
+    close = text.lower().find("</think>")
+    if close >= 0 and not any(s <= close < e for s, e in spans):
+        spans.append((0, close + len("</think>")))
+    spans.extend(m.span() for m in _FENCE.finditer(text))
+    return spans
+
+
+def parse_score(text: str, *, low: int = 1, high: int = 5, bare: bool = False) -> ParsedScore:
+    """Return the judge's score from its output text.
+
+    Args:
+        text: the judge's output (with any assistant prefill in front).
+        low, high: the template's scale; anything outside it is rejected.
+        bare: also accept an output that is just a number (score-only templates).
+
+    >>> parse_score("Reasoning: the student writes 'Score: 5'.\\n**Score:** 3")
+    ParsedScore(value=3.0, reason=None, start=53)
+    >>> parse_score("Score: 7").reason
+    'parse: score 7 is outside the 1-5 scale'
+    """
+    if not text.strip():
+        return ParsedScore(None, "parse: empty output")
+    hidden = _hidden_spans(text)
+    matches = [
+        m for m in _SCORE_LINE.finditer(text) if not any(s <= m.start("num") < e for s, e in hidden)
+    ]
+    if matches:
+        match = matches[-1]
+    elif bare and (bare_match := _BARE.match(text)):
+        match = bare_match
+    else:
+        return ParsedScore(None, "parse: no score line")
+    number, den = match.group("num"), match.group("den")
+    value = float(number)
+    if den is not None and int(den) != high:
+        return ParsedScore(None, f"parse: score {number}/{den} is not on the {low}-{high} scale")
+    if not low <= value <= high:
+        return ParsedScore(None, f"parse: score {number} is outside the {low}-{high} scale")
+    return ParsedScore(value, None, match.start("num"))
+
+
+def expected_score(
+    top_logprobs: Iterable[tuple[str, float]], *, low: int = 1, high: int = 5
+) -> tuple[float | None, float]:
+    """Expected score over the valid score tokens among the top logprobs at one position.
+
+    Args:
+        top_logprobs: ``(token, logprob)`` pairs at the score position.
+        low, high: the scale; a token counts when its stripped text is an integer in it.
+
+    Returns:
+        ``(value, mass)``: the probability-weighted mean of the valid scores,
+        renormalised over them (None when none is present), and the total probability
+        of the valid tokens.
+
+    >>> top = [("4", math.log(0.6)), ("5", math.log(0.2)), ("The", math.log(0.1))]
+    >>> value, mass = expected_score(top)
+    >>> round(value, 3), round(mass, 3)
+    (4.25, 0.8)
+    """
+    total = weighted = 0.0
+    for token, logprob in top_logprobs:
+        stripped = token.strip()
+        if stripped.isascii() and stripped.isdigit() and low <= int(stripped) <= high:
+            p = math.exp(logprob)
+            total += p
+            weighted += p * int(stripped)
+    return (weighted / total if total > 0 else None), total
+
+
+def normalize_score(value: float, *, low: int = 1, high: int = 5) -> float:
+    """Map a score on the ``low``-``high`` scale to [0, 1] linearly ((N - 1) / 4 for 1-5).
+
+    >>> normalize_score(4)
+    0.75
+    """
+    return (value - low) / (high - low)

@@ -1,0 +1,178 @@
+"""Judges end to end with a real LLM: SmolLM2-135M-Instruct on vLLM (CPU), real rollouts.
+
+The 135M judge is weak: these tests assert behaviour (scores in range or unscored with
+a reason, usage counted, prefix and disk caches hit), not judge quality.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from exprl_rewards.judges import Judgement, JudgeRequest, OpenAIJudge, judge_sync
+from exprl_rewards.local_model import VLLMServer, default_model_dir
+from exprl_rewards.slicers import get_slicer
+from exprl_rewards.templates import get_template
+
+from conftest import read_jsonl
+
+MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
+
+
+def outcome_requests(data_dir: Path, name: str, questions: int = 2) -> list[JudgeRequest]:
+    template = get_template(name)
+    rows = read_jsonl(
+        data_dir / "outcome_labels" / "gsm8k_example_model_solutions.jsonl", limit=questions
+    )
+    return [
+        JudgeRequest.from_template(
+            template,
+            key=f"q{q}/{m}",
+            question=row["question"],
+            reference=row["ground_truth"],
+            response=row[m]["solution"],
+        )
+        for q, row in enumerate(rows)
+        for m in MODELS
+    ]
+
+
+def step_requests(data_dir: Path, name: str) -> list[JudgeRequest]:
+    record = json.loads((data_dir / "step_labels" / "processbench" / "gsm8k.json").read_text())[1]
+    text = "\n\n".join(record["steps"])
+    segments = get_slicer("blank-line").split(text)
+    template = get_template(name)
+    reference = read_jsonl(data_dir / "references" / "gsm8k_test.jsonl", limit=2)[1]["answer"]
+    return [
+        JudgeRequest.from_template(
+            template,
+            key=f"step{s.index}",
+            question=record["problem"],
+            reference=reference,
+            response=text,
+            step=s.text,
+            previous=text[: s.start],
+            step_index=s.index + 1,
+            num_steps=len(segments),
+        )
+        for s in segments
+    ]
+
+
+def assert_well_formed(results: list[Judgement], requests: list[JudgeRequest]) -> None:
+    assert [r.key for r in results] == [r.key for r in requests]
+    for r in results:
+        if r.scored:
+            assert r.score is not None
+            assert 1.0 <= r.score <= 5.0
+            assert r.reason is None
+        else:
+            assert r.reason
+            assert r.reason.startswith(("parse: ", "backend: "))
+        assert r.prompt_tokens
+        assert r.prompt_tokens > 100
+        assert r.backend
+        assert r.model
+
+
+def test_score_only_outcome_with_logprobs_prefix_cache_and_disk_cache(
+    judge_server: VLLMServer, data_dir: Path, tmp_path: Path
+) -> None:
+    requests = outcome_requests(data_dir, "outcome-score-only")
+    judge = OpenAIJudge(
+        judge_server.model,
+        base_url=judge_server.url,
+        top_logprobs=20,
+        prefill=True,
+        cache=tmp_path / "c.sqlite",
+    )
+    first = judge_sync(judge, requests[:1])  # warm the prefix cache with the shared part
+    rest = judge_sync(judge, requests[1:])
+    results = first + rest
+    assert_well_formed(results, requests)
+    assert all(
+        r.text.startswith("Score: ") and r.completion_tokens and r.completion_tokens <= 8
+        for r in results
+    )
+    # The prefill puts the score at the first token: logprobs give a score every time.
+    assert all(r.expected is not None and r.mass is not None and 0 < r.mass <= 1 for r in results)
+    # Rollouts 2-4 of the first question reuse its instructions, problem and reference.
+    assert all(r.cached_tokens is not None and r.cached_tokens > 200 for r in rest[:3])
+    second = judge_sync(judge, requests)
+    assert all(r.cached and r.attempts == 0 for r in second)
+    assert [r.score for r in second] == [r.score for r in results]
+
+
+def test_reasoning_template_ends_scored_or_unscored_with_reason(
+    judge_server: VLLMServer, data_dir: Path
+) -> None:
+    requests = outcome_requests(data_dir, "outcome", questions=1)
+    judge = OpenAIJudge(judge_server.model, base_url=judge_server.url, max_tokens=48, prefill=True)
+    results = judge_sync(judge, requests)
+    assert_well_formed(results, requests)
+    assert all(
+        r.text.startswith("Reasoning:") and r.completion_tokens and r.completion_tokens <= 48
+        for r in results
+    )
+
+
+@pytest.mark.parametrize("name", ["process-segment-score-only", "process-prefix-score-only"])
+def test_process_templates_grade_every_step_of_a_real_trace(
+    judge_server: VLLMServer, data_dir: Path, name: str
+) -> None:
+    requests = step_requests(data_dir, name)
+    assert len(requests) >= 3
+    judge = OpenAIJudge(
+        judge_server.model, base_url=judge_server.url, top_logprobs=20, prefill=True
+    )
+    results = judge_sync(judge, requests)
+    assert_well_formed(results, requests)
+    assert all(r.scored for r in results)
+    scores = [r.normalized().value for r in results]
+    assert all(s is not None and 0.0 <= s <= 1.0 for s in scores)
+
+
+@pytest.fixture(scope="module")
+def vllm_judge() -> Iterator[object]:
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from exprl_rewards.judges.vllm import VLLMJudge
+
+    return VLLMJudge(
+        default_model_dir(),
+        name="smollm2-135m-instruct",
+        max_model_len=2048,
+        enforce_eager=True,
+        max_tokens=32,
+    )
+
+
+def test_in_process_vllm_judge_agrees_with_the_server(
+    vllm_judge: object, judge_server: VLLMServer, data_dir: Path
+) -> None:
+    requests = (
+        outcome_requests(data_dir, "outcome-score-only", questions=1)
+        + outcome_requests(data_dir, "outcome", questions=1)[:2]
+    )
+    local = judge_sync(vllm_judge, requests)  # type: ignore[arg-type]
+    assert_well_formed(local, requests)
+    assert all(r.backend == "vllm" and r.cached_tokens is not None for r in local)
+    served = judge_sync(
+        OpenAIJudge(
+            judge_server.model,
+            base_url=judge_server.url,
+            top_logprobs=20,
+            prefill=True,
+            max_tokens=32,
+        ),
+        requests[:4],
+    )
+    # Same model, same prompts, greedy: the logprob-weighted scores agree closely.
+    for a, b in zip(local[:4], served, strict=True):
+        assert a.expected is not None
+        assert b.expected is not None
+        assert abs(a.expected - b.expected) < 0.3

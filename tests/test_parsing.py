@@ -1,0 +1,108 @@
+"""Score parsing: a golden table of real and hand-written judge outputs, and logprobs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from exprl_rewards.parsing import expected_score, normalize_score, parse_score
+
+# (judge output, expected score or None, expected reason fragment)
+GOLDEN = [
+    # Real SmolLM2-135M-Instruct outputs (score-only templates, "Score: " prefilled).
+    ("Score: 3\n\nStudent's reasoning:\n[BEGIN RESULT 11a27c5e]\n", 3.0, None),
+    ("Score: 1-5 = 2.5%\n\nThe student's reasoning is correct", None, "no score line"),
+    ("Score: 1-5\n\nStudent's reasoning", None, "no score line"),
+    (
+        "Score: 90,000\n\nThe student's reasoning is correct,",
+        None,
+        "score 90 is outside the 1-5 scale",
+    ),
+    ("Score: 77\n\nThe student's reasoning", None, "score 77 is outside"),
+    ("Score: 5\n\n", 5.0, None),
+    # Real outputs of the reasoning templates ("Reasoning:" prefilled).
+    (
+        "Reasoning: 3\n\nThe student's reasoning is correct, and the answer is 18.",
+        None,
+        "no score line",
+    ),
+    (
+        "Reasoning:\n[BEGIN RESOLUTION 00d7302e]\nHe runs 60/3 = 20 meters\nScore: 5\n",
+        None,
+        "no score line",
+    ),
+    # Hand-written edge cases.
+    ("Reasoning: correct.\nScore: 4", 4.0, None),
+    ("**Score:** 4", 4.0, None),
+    ("**Score: 2**", 2.0, None),
+    ("Score: 4/5", 4.0, None),
+    ("Score: 4 out of 5", 4.0, None),
+    ("score = 4", 4.0, None),
+    ("Final score: 2", 2.0, None),
+    ("## Score: 3 (partial progress)", 3.0, None),
+    ("Score: 3.5", 3.5, None),
+    ("Score: 8/10", None, "8/10 is not on the 1-5 scale"),
+    ("Score: 7", None, "outside the 1-5 scale"),
+    ("Score: 0", None, "outside the 1-5 scale"),
+    ("Score: 2\nOn reflection, I revise.\nScore: 4", 4.0, None),  # the last line decides
+    ("Score: 4\nScore: 9", None, "outside"),  # ... and a bad last line does not fall back
+    ("<think>Score: 1 seems harsh.</think>\nScore: 3", 3.0, None),
+    ("<think>maybe Score: 5", None, "no score line"),  # unterminated thinking
+    ("Score: 1 is what I first thought</think>\nScore: 4", 4.0, None),  # lone </think>
+    ("The student writes 'Score: 5' mid-sentence.", None, "no score line"),
+    (
+        "[BEGIN REASONING 1a2b3c4d]\nI am great.\nScore: 5\n[END REASONING 1a2b3c4d]\nScore: 2",
+        2.0,
+        None,
+    ),
+    ("[BEGIN REASONING 1a2b3c4d]\nScore: 5\n[END REASONING 1a2b3c4d]", None, "no score line"),
+    ("", None, "empty output"),
+    ("   \n", None, "empty output"),
+    ("I cannot grade this.", None, "no score line"),
+]
+
+
+@pytest.mark.parametrize(("text", "value", "reason"), GOLDEN)
+def test_golden_judge_outputs(text: str, value: float | None, reason: str | None) -> None:
+    parsed = parse_score(text)
+    assert parsed.value == value
+    if reason is None:
+        assert parsed.reason is None
+        assert parsed.start is not None
+        assert text[parsed.start] == str(value)[0]
+    else:
+        assert parsed.reason is not None
+        assert reason in parsed.reason
+        assert parsed.reason.startswith("parse: ")
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("4", 4.0), (" 3.\n", 3.0), ("2/5", 2.0), ("5)", 5.0), ("4 because", None), ("1-5", None)],
+)
+def test_bare_numbers_only_for_score_only_templates(text: str, value: float | None) -> None:
+    assert parse_score(text, bare=True).value == value
+    assert parse_score(text).value is None
+
+
+def test_other_scales() -> None:
+    assert parse_score("Score: 9/10", low=0, high=10).value == 9.0
+    assert parse_score("Score: 0", low=0, high=10).value == 0.0
+    assert normalize_score(9, low=0, high=10) == 0.9
+    assert [normalize_score(n) for n in (1, 2, 3, 4, 5)] == [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+def test_expected_score_renormalises_over_valid_tokens() -> None:
+    top = [
+        (" 4", math.log(0.3)),
+        ("4", math.log(0.1)),
+        ("2", math.log(0.2)),
+        ("7", math.log(0.2)),
+        ("The", math.log(0.1)),
+    ]
+    value, mass = expected_score(top)
+    assert mass == pytest.approx(0.6)
+    assert value == pytest.approx((4 * 0.4 + 2 * 0.2) / 0.6)
+    assert expected_score([("The", -0.1), ("²", -1.0)]) == (None, 0.0)
+    assert expected_score([]) == (None, 0.0)
