@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from os.path import commonpath
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,14 @@ from conftest import read_jsonl
 Q, REF = "What is 6 * 7?", "6 * 7 = 42. The answer is 42."
 RESPONSE = "Step 1: 6 * 7 = 42.\n\nStep 2: So the answer is 42."
 STEPS = ["Step 1: 6 * 7 = 42.\n\n", "Step 2: So the answer is 42."]
+
+
+def shared_prefix(texts: list[str]) -> str:
+    first, second = texts
+    n = 0
+    while n < min(len(first), len(second)) and first[n] == second[n]:
+        n += 1
+    return first[:n]
 
 
 def render(
@@ -57,21 +64,21 @@ def test_every_template_renders_system_and_fenced_user_message(name: str) -> Non
 def test_cache_order_shares_everything_but_the_rollout_across_a_group() -> None:
     a = render("outcome", "First rollout: 42.")[1]["content"]
     b = render("outcome", "Second rollout: 41.")[1]["content"]
-    shared = commonpath([a, b])
+    shared = shared_prefix([a, b])
     assert shared.endswith("[BEGIN REASONING ")  # diverges only at the rollout's fence tag
     assert fence(REF, "REFERENCE") in shared
     released = [
         render("outcome", r, order="released")[1]["content"]
         for r in ("First rollout: 42.", "Second rollout: 41.")
     ]
-    assert fence(REF, "REFERENCE") not in commonpath(released)  # the released order shares less
+    assert fence(REF, "REFERENCE") not in shared_prefix(released)  # the released order shares less
     assert released[0].index("REASONING") < released[0].index("REFERENCE")
 
 
 def test_prefix_mode_prompt_for_step_k_extends_the_one_for_step_k_minus_1() -> None:
     first = render("process-prefix", k=1)[1]["content"]
     second = render("process-prefix", k=2)[1]["content"]
-    shared = commonpath([first, second])
+    shared = shared_prefix([first, second])
     assert shared.endswith(STEPS[0])  # everything up to the end of step 1 is reusable
     assert STEPS[1] in second
     assert STEPS[1] not in first
