@@ -82,7 +82,7 @@ def main() -> None:
             cache = JudgeCache(cache_path)
             judge = OpenAIJudge(
                 server.model, base_url=server.url, max_tokens=args.max_tokens, top_logprobs=20,
-                prefill=True, concurrency=16, cache=cache,
+                prefill=True, concurrency=32, cache=cache,
             )  # fmt: skip
             t0 = time.perf_counter()
             first = judge_sync(judge, requests)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .errors import ExpRLError, MissingExtraError
 
-__all__ = ["DEFAULT_MODEL_NAME", "VLLMServer", "cache_dir", "default_model_dir"]
+__all__ = ["DEFAULT_MODEL_NAME", "VLLMServer", "cache_dir", "cpu_dtype", "default_model_dir"]
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 _GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -39,6 +39,20 @@ def cache_dir() -> Path:
     """Return the cache folder: ``$EXPRL_REWARDS_CACHE``, else ``~/.cache/exprl_rewards``."""
     root = os.environ.get("EXPRL_REWARDS_CACHE") or Path.home() / ".cache" / "exprl_rewards"
     return Path(root)
+
+
+def cpu_dtype() -> str:
+    """The dtype to run a model in on this CPU: ``"bfloat16"`` with AVX-512 BF16 or AMX,
+    else ``"float32"``.
+
+    Without native bf16 instructions PyTorch emulates bf16 matmuls: on a 2-core AVX2
+    machine vLLM prefilled SmolLM2-135M at 65 tokens/s in bf16 and 420 in float32.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "float32"
+    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
 
 
 def _gguf_path() -> Path:
@@ -116,6 +130,7 @@ class VLLMServer:
         max_model_len: context length.
         log_path: where the server's output goes (default: a temporary file).
         startup_timeout: seconds to wait for readiness.
+        dtype: the model's dtype; default: :func:`cpu_dtype`.
         extra_args: more command-line flags for the server.
 
     >>> with VLLMServer() as server:  # doctest: +SKIP
@@ -131,8 +146,10 @@ class VLLMServer:
         max_model_len: int = 2048,
         log_path: str | Path | None = None,
         startup_timeout: float = 300.0,
+        dtype: str | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
+        self.dtype = dtype or cpu_dtype()
         self.model_dir = Path(model_dir) if model_dir else None
         self.model = name
         self.port = port or _free_port()
@@ -160,13 +177,14 @@ class VLLMServer:
             "--model", str(model_dir), "--served-model-name", self.model,
             "--host", "127.0.0.1", "--port", str(self.port),
             "--max-model-len", str(self.max_model_len), "--max-logprobs", "20",
+            "--dtype", self.dtype,
             "--enforce-eager", "--enable-prompt-tokens-details", "--disable-uvicorn-access-log",
             *self.extra_args,
         ]  # fmt: skip
-        log = self.log_path.open("wb")
-        self._process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+        with self.log_path.open("wb") as log:  # the child keeps its own copy of the handle
+            self._process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

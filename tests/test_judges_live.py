@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,13 +143,14 @@ def vllm_judge() -> Iterator[object]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from exprl_rewards.judges.vllm import VLLMJudge
 
-    return VLLMJudge(
-        default_model_dir(),
-        name="smollm2-135m-instruct",
-        max_model_len=2048,
-        enforce_eager=True,
-        max_tokens=32,
-    )
+    with warnings.catch_warnings():  # torch and vLLM warn about their own internals
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        judge = VLLMJudge(
+            default_model_dir(), name="smollm2-135m-instruct", engine_process=False,
+            max_model_len=2048, enforce_eager=True, max_tokens=32,
+        )  # fmt: skip
+    yield judge
 
 
 def test_in_process_vllm_judge_agrees_with_the_server(
