@@ -5,8 +5,9 @@ The data flows one way::
     rollout -> slicer -> prompt -> judge -> parser -> calibration -> rewards
             -> advantages -> token broadcast -> trainer adapter
 
-This package imports numpy and pydantic only; heavy backends (vLLM, torch) load lazily
-from their own modules and name the ``pip install`` extra when missing.
+Importing the package loads numpy, jinja2, openai and tenacity, never vLLM, torch or
+transformers: the in-process vLLM judge (``exprl_rewards.judges.vllm``) imports vLLM
+when one is created and names the ``pip install`` extra when it is missing.
 """
 
 from __future__ import annotations
@@ -24,22 +25,33 @@ from .advantages import (
 )
 from .alignment import segment_token_ranges, token_segment_ids
 from .errors import AlignmentError, ConfigError, ExpRLError, InputError, MissingExtraError
+from .judges import Judge, JudgeCache, Judgement, JudgeRequest, OpenAIJudge, judge_sync
 from .kl import kl_penalty
+from .parsing import ParsedScore, expected_score, normalize_score, parse_score
 from .ragged import Ragged
 from .rollout import Rollout, Score, Segment, scores_to_array
 from .slicers import PRESETS, RegexSlicer, Slicer, delimiter_slicer, get_slicer
+from .templates import TEMPLATES, JudgeTemplate, get_template, load_template
 from .tokens import TokenAdvantages, broadcast_to_tokens
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "PRESETS",
+    "TEMPLATES",
     "AlignmentError",
     "ConfigError",
     "ExpRLError",
     "InputError",
+    "Judge",
+    "JudgeCache",
+    "JudgeRequest",
+    "JudgeTemplate",
+    "Judgement",
     "MissingExtraError",
+    "OpenAIJudge",
     "OutcomeAdvantages",
+    "ParsedScore",
     "ProcessAdvantages",
     "Ragged",
     "RegexSlicer",
@@ -53,10 +65,16 @@ __all__ = [
     "delimiter_slicer",
     "delta_norm",
     "end_norm",
+    "expected_score",
     "get_slicer",
+    "get_template",
     "group_norm",
+    "judge_sync",
     "kl_penalty",
+    "load_template",
+    "normalize_score",
     "outcome_advantages",
+    "parse_score",
     "process_advantages",
     "released_prefix",
     "return_to_go",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -138,7 +137,7 @@ def test_process_templates_grade_every_step_of_a_real_trace(
 
 
 @pytest.fixture(scope="module")
-def vllm_judge() -> Iterator[object]:
+def vllm_judge() -> object:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from exprl_rewards.judges.vllm import VLLMJudge
@@ -146,11 +145,10 @@ def vllm_judge() -> Iterator[object]:
     with warnings.catch_warnings():  # torch and vLLM warn about their own internals
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
-        judge = VLLMJudge(
+        return VLLMJudge(
             default_model_dir(), name="smollm2-135m-instruct", engine_process=False,
             max_model_len=2048, enforce_eager=True, max_tokens=32,
         )  # fmt: skip
-    yield judge
 
 
 def test_in_process_vllm_judge_agrees_with_the_server(

@@ -7,7 +7,10 @@ import subprocess
 import sys
 import types
 
+import pytest
+
 import exprl_rewards
+from exprl_rewards import MissingExtraError
 
 from conftest import ROOT
 
@@ -25,7 +28,7 @@ def test_all_is_sorted_and_complete() -> None:
 
 def test_import_does_not_load_heavy_dependencies() -> None:
     code = (
-        "import sys, exprl_rewards, exprl_rewards.verify\n"
+        "import sys, exprl_rewards, exprl_rewards.verify, exprl_rewards.judges.vllm\n"
         "heavy = [m for m in ('torch', 'vllm', 'transformers') if m in sys.modules]\n"
         "print(','.join(heavy))"
     )
@@ -52,3 +55,11 @@ def test_readme_example_runs_and_prints_what_the_readme_says() -> None:
     assert first_block
     commands = [line for line in first_block.group(1).splitlines() if line.strip()]
     assert [c.split("#")[0].strip() for c in commands] == ["make run", "make test"]
+
+
+def test_vllm_judge_without_vllm_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from exprl_rewards.judges.vllm import VLLMJudge
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # what a missing package looks like
+    with pytest.raises(MissingExtraError, match=r"pip install 'exprl-rewards\[cpu\]'"):
+        VLLMJudge("any-model")
