@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,9 +21,9 @@ def server() -> Iterator[FaultServer]:
 
 
 def request(script: str, key: str = "") -> JudgeRequest:
-    return JudgeRequest(
-        messages=({"role": "user", "content": f"Grade this. FAULT:{script}"},), key=key or script
-    )
+    key = key or script
+    content = f"Grade {key}. FAULT:{script}"  # distinct requests: the judge dedupes identical ones
+    return JudgeRequest(messages=({"role": "user", "content": content},), key=key)
 
 
 def judge(server: FaultServer, **kw: object) -> OpenAIJudge:
@@ -173,3 +174,13 @@ def test_concurrent_batches_on_one_loop_share_the_judge(server: FaultServer) -> 
         return [[r.score for r in rs] for rs in results]
 
     assert asyncio.run(main()) == [[4.0] * 5] * 3
+
+
+def test_identical_requests_in_a_batch_are_judged_once(server: FaultServer) -> None:
+    same = JudgeRequest(messages=({"role": "user", "content": "Grade this. FAULT:ok"},))
+    batch = [replace(same, key=f"copy{i}") for i in range(5)]
+    results = judge_sync(judge(server), batch)
+    assert server.requests == 1
+    assert [r.key for r in results] == [f"copy{i}" for i in range(5)]
+    assert len({r.score for r in results}) == 1
+    assert [r.attempts for r in results] == [1, 0, 0, 0, 0]

@@ -17,14 +17,18 @@ import concurrent.futures
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from ..parsing import expected_score, normalize_score, parse_score
 from ..rollout import Score
 from ..templates import ChatMessage, JudgeTemplate
 
+if TYPE_CHECKING:
+    from .cache import JudgeCache
+
 __all__ = [
+    "CachedBatch",
     "Judge",
     "JudgeRequest",
     "Judgement",
@@ -160,8 +164,9 @@ class Judgement:
         prompt_tokens, completion_tokens, cached_tokens: usage, when reported.
         latency_s: seconds from the first attempt to the answer (0 for a cache hit).
         backend, model: who judged.
-        cached: served from the on-disk cache.
-        attempts: calls made (retries included); 0 for a cache hit.
+        cached: served without a judge call: from the on-disk cache, or as a copy of an
+            identical request in the same batch.
+        attempts: calls made (retries included); 0 when cached.
         key: the request's key.
         low, high: the scale.
     """
@@ -278,6 +283,52 @@ def unscored(
         low=request.low,
         high=request.high,
     )
+
+
+class CachedBatch:
+    """The bookkeeping every backend shares: cache hits, and identical requests.
+
+    Requests the cache answers are finished at once; of several identical requests
+    (same cache key) only the first is sent, and the others get a copy of its
+    judgement. Identical prompts in one batch are common (duplicate rollouts), and
+    judging them once also makes a run's scores identical to a rerun from the cache.
+    """
+
+    def __init__(
+        self,
+        requests: Sequence[JudgeRequest],
+        keys: Sequence[str],
+        cache: JudgeCache | None,
+        *,
+        backend: str,
+        model: str,
+    ) -> None:
+        self.requests = requests
+        hits = cache.get_many(keys) if cache is not None else {}
+        self.results: dict[int, Judgement] = {
+            i: finish(r, hits[k], backend=backend, model=model, attempts=0, cached=True)
+            for i, (r, k) in enumerate(zip(requests, keys, strict=True))
+            if k in hits
+        }
+        first: dict[str, int] = {}
+        self.todo: list[int] = []  # the requests to send
+        self._copies: list[tuple[int, int]] = []
+        for i, k in enumerate(keys):
+            if i in self.results:
+                continue
+            if k in first:
+                self._copies.append((i, first[k]))
+            else:
+                first[k] = i
+                self.todo.append(i)
+
+    def done(self, judged: dict[int, Judgement]) -> list[Judgement]:
+        """All judgements in request order, given those of :attr:`todo`."""
+        self.results.update(judged)
+        for i, source in self._copies:
+            copy = replace(self.results[source], key=self.requests[i].key, cached=True, attempts=0)
+            self.results[i] = replace(copy, latency_s=0.0)
+        return [self.results[i] for i in range(len(self.requests))]
 
 
 @runtime_checkable

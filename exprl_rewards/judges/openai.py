@@ -19,6 +19,7 @@ trainer's running loop, and from a server's loop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import random
@@ -33,7 +34,7 @@ import openai
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from ..errors import ConfigError
-from .base import Judgement, JudgeRequest, RawOutput, TokenLogprobs, finish, unscored
+from .base import CachedBatch, Judgement, JudgeRequest, RawOutput, TokenLogprobs, finish, unscored
 from .cache import JudgeCache
 
 __all__ = ["OpenAIJudge"]
@@ -213,28 +214,21 @@ class OpenAIJudge:
 
     async def judge(self, requests: Sequence[JudgeRequest]) -> list[Judgement]:
         """Return one judgement per request, in order (see the module docs)."""
+        if not self.prefill:  # the server will not see the prefill: do not parse as if it had
+            requests = [dataclasses.replace(r, prefill="") for r in requests]
         sampling = self.sampling()
         keys = [r.cache_key(self.backend, self.model, sampling) for r in requests]
-        hits = self.cache.get_many(keys) if self.cache else {}
-        results: list[Judgement | None] = [
-            finish(r, hits[k], backend=self.backend, model=self.model, attempts=0, cached=True)
-            if k in hits
-            else None
-            for r, k in zip(requests, keys, strict=True)
-        ]
-        todo = [i for i, j in enumerate(results) if j is None]
-        if not todo:
-            return [j for j in results if j is not None]
+        batch = CachedBatch(requests, keys, self.cache, backend=self.backend, model=self.model)
+        if not batch.todo:
+            return batch.done({})
         state = await self._enter_loop()
         try:
-            done = await asyncio.gather(
-                *(self._judge_one(state, requests[i], keys[i]) for i in todo)
+            judged = await asyncio.gather(
+                *(self._judge_one(state, requests[i], keys[i]) for i in batch.todo)
             )
         finally:
             await self._exit_loop(state)
-        for i, judgement in zip(todo, done, strict=True):
-            results[i] = judgement
-        return [j for j in results if j is not None]
+        return batch.done(dict(zip(batch.todo, judged, strict=True)))
 
     async def _judge_one(self, state: _LoopState, request: JudgeRequest, key: str) -> Judgement:
         start = time.perf_counter()

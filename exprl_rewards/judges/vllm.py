@@ -16,6 +16,7 @@ vLLM starts its engine in a subprocess with ``spawn``: a script that builds a
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import threading
 import time
@@ -25,7 +26,7 @@ from typing import Any
 
 from ..errors import MissingExtraError
 from ..local_model import cpu_dtype
-from .base import Judgement, JudgeRequest, RawOutput, TokenLogprobs, finish, unscored
+from .base import CachedBatch, Judgement, JudgeRequest, RawOutput, TokenLogprobs, finish, unscored
 from .cache import JudgeCache
 
 __all__ = ["VLLMJudge"]
@@ -33,6 +34,8 @@ __all__ = ["VLLMJudge"]
 
 class VLLMJudge:
     """Grade judge requests with a ``vllm.LLM`` engine in this process.
+
+    The engine starts on the first request the cache cannot answer.
 
     Args:
         model: a model directory or name vLLM can load.
@@ -66,24 +69,36 @@ class VLLMJudge:
         engine_process: bool = True,
         **llm_kwargs: Any,
     ) -> None:
-        if not engine_process:
-            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-        try:
-            import vllm
-            from vllm.platforms import current_platform
-        except ImportError as e:
-            raise MissingExtraError("vllm", "cpu") from e
-        if current_platform.is_cpu():
-            llm_kwargs.setdefault("dtype", cpu_dtype())
-        self._vllm = vllm
+        if importlib.util.find_spec("vllm") is None:
+            raise MissingExtraError("vllm", "cpu")
+        self.engine_process = engine_process
         self.model = name or str(model)
         self.temperature, self.max_tokens, self.top_logprobs = temperature, max_tokens, top_logprobs
         self.cache = JudgeCache(cache) if isinstance(cache, (str, Path)) else cache
         llm_kwargs.setdefault("enable_prefix_caching", True)
         if top_logprobs is not None:
             llm_kwargs.setdefault("max_logprobs", max(20, top_logprobs))
-        self.llm = vllm.LLM(model=str(model), **llm_kwargs)
+        self._model_path, self._llm_kwargs = str(model), llm_kwargs
+        self._llm: Any = None
         self._lock = threading.Lock()
+
+    @property
+    def llm(self) -> Any:
+        """The ``vllm.LLM`` engine, started on first use (a run served from the cache
+        never starts it)."""
+        if self._llm is None:
+            if not self.engine_process:
+                os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+            try:
+                import vllm
+                from vllm.platforms import current_platform
+            except ImportError as e:
+                raise MissingExtraError("vllm", "cpu") from e
+            kwargs = dict(self._llm_kwargs)
+            if current_platform.is_cpu():
+                kwargs.setdefault("dtype", cpu_dtype())
+            self._llm = vllm.LLM(model=self._model_path, **kwargs)
+        return self._llm
 
     def sampling(self) -> dict[str, Any]:
         """The parameters that shape the output (part of the cache key)."""
@@ -101,25 +116,20 @@ class VLLMJudge:
         """The same as :meth:`judge`, blocking the calling thread."""
         sampling = self.sampling()
         keys = [r.cache_key(self.backend, self.model, sampling) for r in requests]
-        hits = self.cache.get_many(keys) if self.cache else {}
-        results: dict[int, Judgement] = {
-            i: finish(r, hits[k], backend=self.backend, model=self.model, attempts=0, cached=True)
-            for i, (r, k) in enumerate(zip(requests, keys, strict=True))
-            if k in hits
-        }
+        batch = CachedBatch(requests, keys, self.cache, backend=self.backend, model=self.model)
+        judged: dict[int, Judgement] = {}
         for prefilled in (False, True):
-            todo = [
-                i
-                for i, r in enumerate(requests)
-                if i not in results and bool(r.prefill) == prefilled
-            ]
+            todo = [i for i in batch.todo if bool(requests[i].prefill) == prefilled]
             if todo:
-                results.update(self._generate(requests, keys, todo, prefilled))
-        return [results[i] for i in range(len(requests))]
+                judged.update(self._generate(requests, keys, todo, prefilled))
+        return batch.done(judged)
 
     def _generate(
         self, requests: Sequence[JudgeRequest], keys: list[str], todo: list[int], prefilled: bool
     ) -> dict[int, Judgement]:
+        from vllm import SamplingParams
+
+        engine = self.llm
         conversations = []
         params = []
         for i in todo:
@@ -128,7 +138,7 @@ class VLLMJudge:
                 messages.append({"role": "assistant", "content": requests[i].prefill})
             conversations.append(messages)
             params.append(
-                self._vllm.SamplingParams(
+                SamplingParams(
                     temperature=self.temperature,
                     max_tokens=requests[i].max_tokens or self.max_tokens,
                     logprobs=self.top_logprobs,
@@ -137,14 +147,21 @@ class VLLMJudge:
         start = time.perf_counter()
         try:
             with self._lock:
-                outputs = self.llm.chat(
-                    conversations,  # type: ignore[arg-type]
+                outputs = engine.chat(
+                    conversations,
                     params,
                     use_tqdm=False,
                     add_generation_prompt=not prefilled,
                     continue_final_message=prefilled,
                 )
-        except Exception as e:  # a failed batch: every request in it is unscored, visibly
+        except Exception as e:
+            if len(todo) > 1:
+                # vLLM rejects a whole batch for one bad prompt (too long, say): retry one
+                # by one, so only the bad request ends unscored.
+                results: dict[int, Judgement] = {}
+                for i in todo:
+                    results.update(self._generate(requests, keys, [i], prefilled))
+                return results
             elapsed = time.perf_counter() - start
             reason = f"backend: vLLM failed: {type(e).__name__}: {e}"[:300]
             return {

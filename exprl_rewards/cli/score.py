@@ -1,0 +1,452 @@
+"""``python -m exprl_rewards.score IN.jsonl -o OUT.jsonl``: grade rollouts from a file.
+
+Reads and validates every row first (exit code 2 on bad input, before any judge call;
+``--on-error skip`` writes bad rows to a side file instead), then grades complete groups
+a batch at a time and appends each finished row to the output, flushed. A rerun with the
+same output skips rows already written (by id) and never writes one twice; a group that
+was half written when the run died is graded again (from the judge cache) and only its
+missing rows are written. So a ``kill -9`` loses at most the batch in flight.
+
+Judges: the embedded default (SmolLM2-135M-Instruct on vLLM in this process, built on
+first use), any OpenAI-compatible server (``--base-url``, ``--model``, key from
+``$OPENAI_API_KEY`` or ``--api-key-env``), or a local vLLM model (``--vllm-model``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from .. import __version__
+from ..errors import ExpRLError
+from ..jsonl import FieldMap, RowError, SourceRow, read_rollouts
+from ..judges.base import Judge
+from ..judges.cache import JudgeCache
+from ..local_model import DEFAULT_MODEL_NAME, cache_dir
+from ..pipeline import BatchResult, RewardPipeline, RolloutResult
+from ..slicers import PRESETS
+from ..templates import MODES, TEMPLATES, load_template
+
+__all__ = ["main"]
+
+EXIT_BAD_INPUT = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m exprl_rewards.score",
+        description="Grade JSONL rollouts with an LLM judge against hidden references (ExpRL).",
+    )
+    p.add_argument("input", help="JSONL rollouts, or - for standard input")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="JSONL output (appended, resumable), or - for standard output",
+    )
+    p.add_argument("--version", action="version", version=f"exprl-rewards {__version__}")
+    g = p.add_argument_group("what to grade")
+    g.add_argument(
+        "--mode",
+        choices=MODES,
+        default="process-segment",
+        help="(default: process-segment, as released)",
+    )
+    g.add_argument(
+        "--template",
+        help=f"a built-in ({', '.join(TEMPLATES)}) or a .jinja file; default: the mode's",
+    )
+    g.add_argument(
+        "--slicer",
+        default="exprl",
+        choices=sorted(PRESETS),
+        help="step slicer for process modes (default: exprl, '###')",
+    )
+    g.add_argument(
+        "--order",
+        choices=["cache", "released"],
+        default="cache",
+        help="prompt section order (default: cache)",
+    )
+    g.add_argument(
+        "--estimator", help="advantage estimator (default: grpo for outcome, delta for process)"
+    )
+    g.add_argument(
+        "--truncated",
+        choices=["zero", "judge", "unscored"],
+        default="zero",
+        help="rollouts cut at max length (default: zero, as released)",
+    )
+    f = p.add_argument_group("input fields (dotted paths, e.g. extra_info.solution)")
+    for name, default in vars(FieldMap()).items():
+        f.add_argument(
+            f"--{name.replace('_', '-')}-field",
+            default=default,
+            metavar="PATH",
+            help=f"(default: {default})",
+        )
+    j = p.add_argument_group("judge")
+    j.add_argument(
+        "--base-url",
+        action="append",
+        help="OpenAI-compatible server URL (.../v1); repeat for replicas",
+    )
+    j.add_argument("--model", help="model name on the server (with --base-url)")
+    j.add_argument(
+        "--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key"
+    )
+    j.add_argument(
+        "--vllm-model", help="a model directory or name to run with vLLM in this process"
+    )
+    j.add_argument(
+        "--max-tokens",
+        type=int,
+        help="judge generation limit (default: 2048 as released; 384 for the embedded judge)",
+    )
+    j.add_argument(
+        "--top-logprobs",
+        type=int,
+        default=20,
+        help="logprobs per token for logprob-weighted scores (0: off)",
+    )
+    j.add_argument(
+        "--concurrency", type=int, default=32, help="requests in flight (OpenAI-compatible servers)"
+    )
+    j.add_argument("--timeout", type=float, default=120.0, help="seconds per request attempt")
+    j.add_argument(
+        "--no-prefill",
+        action="store_true",
+        help="do not start the judge's answer (for servers without continue_final_message)",
+    )
+    j.add_argument(
+        "--cache",
+        default=str(cache_dir() / "judge.sqlite"),
+        help="judge cache file (default: %(default)s)",
+    )
+    j.add_argument("--no-cache", action="store_true", help="do not read or write the judge cache")
+    r = p.add_argument_group("run")
+    r.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="rollouts per batch; whole groups are kept together (default: 64)",
+    )
+    r.add_argument(
+        "--on-error",
+        choices=["raise", "skip"],
+        default="raise",
+        help="bad input rows: stop with exit code 2, or skip them",
+    )
+    r.add_argument("--errors-file", help="where skipped rows go (default: OUTPUT.errors.jsonl)")
+    r.add_argument("--summary-json", help="also write the summary as JSON here")
+    r.add_argument(
+        "--output-field",
+        default="exprl",
+        help="key under which results are added to each row (default: exprl)",
+    )
+    r.add_argument(
+        "--token-advantages",
+        action="store_true",
+        help="write per-token advantages for rows with token offsets",
+    )
+    r.add_argument(
+        "--progress",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="progress bar (auto: when stderr is a terminal)",
+    )
+    return p
+
+
+def _judge(args: argparse.Namespace, cache: JudgeCache | None) -> Judge:
+    top = args.top_logprobs or None
+    if args.base_url:
+        if not args.model:
+            raise ExpRLError("--base-url needs --model, the name the server serves")
+        from ..judges.openai import OpenAIJudge
+
+        return OpenAIJudge(
+            args.model, base_url=args.base_url, api_key_env=args.api_key_env,
+            max_tokens=args.max_tokens or 2048, top_logprobs=top, concurrency=args.concurrency,
+            timeout=args.timeout, cache=cache, prefill=not args.no_prefill,
+        )  # fmt: skip
+    from ..judges.vllm import VLLMJudge
+
+    if args.vllm_model:
+        return VLLMJudge(
+            args.vllm_model, max_tokens=args.max_tokens or 2048, top_logprobs=top, cache=cache
+        )
+    from ..local_model import default_model_dir
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return VLLMJudge(
+        default_model_dir(), name=DEFAULT_MODEL_NAME, engine_process=False, max_model_len=2048,
+        enforce_eager=True, max_tokens=args.max_tokens or 384, top_logprobs=top, cache=cache,
+    )  # fmt: skip
+
+
+def _done_ids(path: Path, field: str) -> set[str]:
+    """Ids already in the output; a partial last line (a killed run) is cut off."""
+    if not path.exists():
+        return set()
+    done: set[str] = set()
+    with path.open("rb+") as f:
+        data = f.read()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            f.truncate(end)  # the line a killed run was writing
+        for line in data[:end].splitlines():
+            if line.strip():
+                row = json.loads(line)
+                done.add(str(row[field]["id"]))
+    return done
+
+
+def _batches(rows: list[SourceRow], size: int) -> Iterator[list[SourceRow]]:
+    groups: dict[str, list[SourceRow]] = {}
+    for row in rows:
+        groups.setdefault(row.rollout.group_id, []).append(row)
+    batch: list[SourceRow] = []
+    for group in groups.values():
+        if batch and len(batch) + len(group) > size:
+            yield batch
+            batch = []
+        batch.extend(group)
+    if batch:
+        yield batch
+
+
+def _record(result: RolloutResult, pipeline: RewardPipeline, with_tokens: bool) -> dict[str, Any]:
+    judgements = result.judgements
+    record: dict[str, Any] = {
+        "id": result.id,
+        "group_id": result.group_id,
+        "mode": pipeline.mode,
+        "score": result.score,
+        "reason": result.reason,
+        "advantage": result.advantage,
+        "truncated": result.truncated,
+    }
+    if pipeline.mode != "outcome":
+        record["segments"] = [
+            {"index": s.index, "start": s.start, "end": s.end, "score": s.score, "raw": s.raw,
+             "reason": s.reason, "advantage": s.advantage,
+             **({"tokens": list(s.tokens)} if s.tokens else {})}
+            for s in result.segments
+        ]  # fmt: skip
+    elif result.segments:
+        record["raw"] = result.segments[0].raw
+    if with_tokens and result.token_advantages is not None:
+        record["token_advantages"] = [
+            None if a != a else a for a in result.token_advantages.tolist()
+        ]
+    record["judge"] = {
+        "template": pipeline.template.id,
+        "model": judgements[0].model if judgements else None,
+        "requests": len(judgements),
+        "calls": sum(j.attempts for j in judgements),
+        "cached": sum(j.cached for j in judgements),
+        "prompt_tokens": sum(j.prompt_tokens or 0 for j in judgements),
+        "completion_tokens": sum(j.completion_tokens or 0 for j in judgements),
+    }
+    return record
+
+
+class _Progress:
+    def __init__(self, total: int, mode: str) -> None:
+        self.bar: Any = None
+        if mode == "on" or (mode == "auto" and sys.stderr.isatty()):
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, unit="rollout", file=sys.stderr, dynamic_ncols=True)
+            except ImportError:
+                self.bar = None
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _summary(
+    batches: list[BatchResult], rows: int, skipped: int, resumed: int, bad: int, wall: float
+) -> dict[str, Any]:
+    parts = [b.summary() for b in batches]
+    reasons: dict[str, int] = {}
+    for part in parts:
+        for reason, n in part["unscored_reasons"].items():
+            reasons[reason] = reasons.get(reason, 0) + n
+    scored = sum(p["scored"] for p in parts)
+    weighted = sum((p["mean_score"] or 0.0) * p["scored"] for p in parts)
+    return {
+        "rows": rows,
+        "graded": sum(p["rollouts"] for p in parts),
+        "already_done": resumed,
+        "bad_rows": bad,
+        "bad_rows_skipped": skipped,
+        "scored": scored,
+        "unscored": sum(p["unscored"] for p in parts),
+        "unscored_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+        "mean_score": weighted / scored if scored else None,
+        "judge_requests": sum(p["judge_requests"] for p in parts),
+        "judge_calls": sum(p["judge_calls"] for p in parts),
+        "cache_hits": sum(p["cache_hits"] for p in parts),
+        "prompt_tokens": sum(p["prompt_tokens"] for p in parts),
+        "completion_tokens": sum(p["completion_tokens"] for p in parts),
+        "wall_s": round(wall, 2),
+    }
+
+
+def _print_summary(summary: dict[str, Any], out: TextIO) -> None:
+    mean = summary["mean_score"]
+    print(
+        f"exprl-rewards: {summary['rows']} rows, {summary['graded']} graded now"
+        f" ({summary['already_done']} already done,"
+        f" {summary['bad_rows_skipped']} bad rows skipped);"
+        f" scored {summary['scored']}, unscored {summary['unscored']};"
+        f" mean score {'-' if mean is None else f'{mean:.3f}'}",
+        file=out,
+    )
+    for reason, n in summary["unscored_reasons"].items():
+        print(f"  unscored {n:>5}  {reason}", file=out)
+    print(
+        f"  judge: {summary['judge_requests']} requests, {summary['judge_calls']} calls,"
+        f" {summary['cache_hits']} cache hits, {summary['prompt_tokens']} prompt +"
+        f" {summary['completion_tokens']} completion tokens; wall {summary['wall_s']:.1f} s",
+        file=out,
+    )
+
+
+def _report_bad_rows(errors: list[RowError], args: argparse.Namespace) -> int:
+    if args.on_error == "raise":
+        for e in errors[:20]:
+            print(f"error: {e}", file=sys.stderr)
+        more = f" ({len(errors) - 20} more not shown)" if len(errors) > 20 else ""
+        print(
+            f"{len(errors)} bad input rows{more}; nothing was graded."
+            " Fix them, or pass --on-error skip.",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    side = Path(
+        args.errors_file
+        or (f"{args.output}.errors.jsonl" if args.output != "-" else "exprl-errors.jsonl")
+    )
+    with side.open("w", encoding="utf-8") as f:
+        for e in errors:
+            f.write(
+                json.dumps(
+                    {
+                        "path": e.path,
+                        "line": e.line,
+                        "field": e.field,
+                        "error": e.message,
+                        "row": e.text.rstrip("\n"),
+                    }
+                )
+                + "\n"
+            )
+    print(f"skipped {len(errors)} bad input rows; they are in {side}", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args = _parser().parse_args(argv)
+    start = time.perf_counter()
+    fields = FieldMap(**{name: getattr(args, f"{name}_field") for name in vars(FieldMap())})
+    try:
+        rows, errors = read_rollouts(args.input, fields)
+    except ExpRLError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if errors and _report_bad_rows(errors, args):
+        return EXIT_BAD_INPUT
+    to_stdout = args.output == "-"
+    out_path = Path(args.output)
+    done = set() if to_stdout else _done_ids(out_path, args.output_field)
+    pending_groups = {r.rollout.group_id for r in rows if r.rollout.id not in done}
+    todo = [r for r in rows if r.rollout.group_id in pending_groups]
+    if not todo:
+        summary = _summary(
+            [],
+            len(rows) + len(errors),
+            len(errors),
+            len(done),
+            len(errors),
+            time.perf_counter() - start,
+        )
+        _print_summary(summary, sys.stderr)
+        if args.summary_json:
+            Path(args.summary_json).write_text(json.dumps(summary, indent=2) + "\n")
+        return 0
+    try:
+        cache = None if args.no_cache else JudgeCache(args.cache)
+        judge = _judge(args, cache)
+        template = args.template
+        if template and template not in TEMPLATES:
+            template = load_template(Path(template), mode=args.mode)
+        options: dict[str, Any] = {
+            "mode": args.mode,
+            "template": template,
+            "slicer": args.slicer,
+            "order": args.order,
+        }
+        options["truncated"] = args.truncated
+        options["prefill"] = not args.no_prefill
+        if args.estimator:
+            options["outcome_estimator" if args.mode == "outcome" else "process_estimator"] = (
+                args.estimator
+            )
+        pipeline = RewardPipeline(judge, **options)
+    except ExpRLError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    progress = _Progress(sum(r.rollout.id not in done for r in todo), args.progress)
+    results: list[BatchResult] = []
+    stream = sys.stdout if to_stdout else out_path.open("a", encoding="utf-8")
+    try:
+        for batch in _batches(todo, args.batch_size):
+            result = pipeline.score_sync([r.rollout for r in batch])
+            results.append(result)
+            written = 0
+            for row, res in zip(batch, result.results, strict=True):
+                if res.id in done:
+                    continue
+                data = dict(row.data)
+                data[args.output_field] = _record(res, pipeline, args.token_advantages)
+                stream.write(json.dumps(data, ensure_ascii=False) + "\n")
+                written += 1
+            stream.flush()
+            progress.update(written)
+    finally:
+        progress.close()
+        if not to_stdout:
+            stream.close()
+    summary = _summary(
+        results,
+        len(rows) + len(errors),
+        len(errors),
+        len(done),
+        len(errors),
+        time.perf_counter() - start,
+    )
+    _print_summary(summary, sys.stderr)
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Read rollouts from JSONL, with errors that name the file, the line and the field.
+
+A row is any JSON object; :class:`FieldMap` says where each rollout field lives, as a
+dotted path (``extra_info.solution`` for verl-style rows, ``prompt.0.content`` for a
+list). The native layout is::
+
+    {"id": "r1", "group_id": "q1", "question": "...", "reference": "...",
+     "response": "...", "token_offsets": [[0, 3], ...], "truncated": false}
+
+``id`` defaults to the line number (``"L17"``) when a row has none, ``group_id`` to the
+question text (rollouts of one question form a group); the other fields are required.
+Validation (pydantic, strict types) runs over the whole file before any judge call, and
+every bad row is reported, not just the first. Duplicate ids are errors too.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import InputError
+from .rollout import Rollout
+
+__all__ = ["FieldMap", "RowError", "SourceRow", "get_path", "read_rollouts"]
+
+
+@dataclass(frozen=True)
+class FieldMap:
+    """Where each rollout field is found in a row (dotted paths)."""
+
+    id: str = "id"
+    group_id: str = "group_id"
+    question: str = "question"
+    reference: str = "reference"
+    response: str = "response"
+    token_ids: str = "token_ids"
+    token_offsets: str = "token_offsets"
+    truncated: str = "truncated"
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A row that could not be read: where, which field, and why."""
+
+    path: str
+    line: int
+    field: str | None
+    message: str
+    text: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}"
+        return (
+            f"{where}: field {self.field!r}: {self.message}"
+            if self.field
+            else f"{where}: {self.message}"
+        )
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    """A valid row: its line, the original JSON object, and the rollout read from it."""
+
+    line: int
+    data: dict[str, Any]
+    rollout: Rollout
+
+
+class _Fields(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: str | int
+    group_id: str | int
+    question: str
+    reference: str
+    response: str
+    token_ids: list[int] | None = None
+    token_offsets: list[tuple[int, int]] | None = None
+    truncated: bool = False
+
+
+_MISSING = object()
+
+
+def get_path(data: Any, path: str) -> Any:
+    """Follow a dotted path through dicts and lists; a missing step gives ``_MISSING``.
+
+    >>> get_path({"extra_info": {"solution": "42"}}, "extra_info.solution")
+    '42'
+    >>> get_path({"prompt": [{"content": "hi"}]}, "prompt.0.content")
+    'hi'
+    """
+    for part in path.split("."):
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif (
+            isinstance(data, list)
+            and part.lstrip("-").isdigit()
+            and -len(data) <= int(part) < len(data)
+        ):
+            data = data[int(part)]
+        else:
+            return _MISSING
+    return data
+
+
+def _lines(path: str) -> Iterator[tuple[int, str]]:
+    if path == "-":
+        yield from enumerate(sys.stdin, start=1)
+        return
+    try:
+        with Path(path).open(encoding="utf-8") as stream:
+            yield from enumerate(stream, start=1)
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise InputError(
+            f"cannot read {path}: not UTF-8 text ({e.reason} at byte {e.start})"
+        ) from e
+
+
+def read_rollouts(
+    path: str, fields: FieldMap | None = None
+) -> tuple[list[SourceRow], list[RowError]]:
+    """Read and validate every row of a JSONL file (``"-"``: standard input).
+
+    Returns:
+        ``(rows, errors)``: the valid rows in file order, and one error per bad row.
+        Blank lines are skipped. A row whose id was seen before is an error.
+    """
+    fields = fields or FieldMap()
+    rows: list[SourceRow] = []
+    errors: list[RowError] = []
+    seen: dict[str, int] = {}
+    for number, text in _lines(path):
+        if not text.strip():
+            continue
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            errors.append(
+                RowError(path, number, None, f"not valid JSON ({e.msg} at column {e.colno})", text)
+            )
+            continue
+        if not isinstance(data, dict):
+            errors.append(
+                RowError(
+                    path,
+                    number,
+                    None,
+                    f"a row must be a JSON object, got {type(data).__name__}",
+                    text,
+                )
+            )
+            continue
+        values: dict[str, Any] = {}
+        for name, source in vars(fields).items():
+            value = get_path(data, source)
+            if value is not _MISSING and value is not None:
+                values[name] = value
+        values.setdefault("id", f"L{number}")
+        values.setdefault("group_id", values.get("question", ""))
+        try:
+            checked = _Fields(**values)
+        except ValidationError as e:
+            first = e.errors()[0]
+            name = str(first["loc"][0])
+            source = getattr(fields, name, name)
+            message = "missing" if first["type"] == "missing" else first["msg"]
+            errors.append(RowError(path, number, source, message, text))
+            continue
+        rollout_id = str(checked.id)
+        if rollout_id in seen:
+            errors.append(
+                RowError(
+                    path,
+                    number,
+                    fields.id,
+                    f"duplicate id {rollout_id!r} (first on line {seen[rollout_id]})",
+                    text,
+                )
+            )
+            continue
+        seen[rollout_id] = number
+        try:
+            rollout = Rollout(
+                id=rollout_id,
+                group_id=str(checked.group_id),
+                question=checked.question,
+                reference=checked.reference,
+                response=checked.response,
+                token_ids=tuple(checked.token_ids) if checked.token_ids is not None else None,
+                token_offsets=tuple(checked.token_offsets)
+                if checked.token_offsets is not None
+                else None,
+                truncated=checked.truncated,
+            )
+        except InputError as e:
+            field = fields.token_offsets if "token_offsets" in str(e) else None
+            errors.append(RowError(path, number, field, str(e), text))
+            continue
+        rows.append(SourceRow(number, data, rollout))
+    return rows, errors

@@ -1,0 +1,365 @@
+"""The reward pipeline: a batch of rollouts in; scores, rewards and advantages out.
+
+rollout -> slicer -> prompt -> judge -> parser -> calibrator -> rewards -> advantages
+
+:class:`RewardPipeline` composes the parts, each a constructor argument whose default
+is the released ExpRL setting:
+
+======================  ==================================  ==========================
+argument                default (released ExpRL)            alternatives
+======================  ==================================  ==========================
+``mode``                ``"process-segment"``               ``"outcome"``,
+                                                            ``"process-prefix"``
+``template``            ``mode``'s reasoning template,      ``"<mode>-score-only"``
+                        1-5 scale, "Score: N"               (logprob scoring), a file
+``slicer``              ``"exprl"`` (``###``)               any preset or Slicer
+``calibrator``          (N - 1) / 4                         a fitted calibrator
+``outcome_estimator``   ``"grpo"``                          ``"drgrpo"``, ``"rloo"``
+``process_estimator``   ``"delta"`` (DeltaNorm)             ``"end"``, ``"group"``,
+                                                            ``"prefix"``, ``"rtg"``
+``truncated``           ``"zero"``: reward 0, no judge      ``"judge"``, ``"unscored"``
+``order``               ``"cache"`` (released: problem,     ``"released"``
+                        reasoning, reference)
+======================  ==================================  ==========================
+
+Concurrency, retries, timeouts and caching belong to the judge (see
+:class:`~exprl_rewards.judges.openai.OpenAIJudge`).
+
+Nothing is dropped: every rollout comes back, scored or with the reason it is not
+(an empty response, a judge failure, an unparseable answer). In process mode an
+unscored segment masks its rollout's advantages, as released; its other segments keep
+their scores for inspection.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from .advantages import outcome_advantages, process_advantages
+from .alignment import segment_token_ranges
+from .calibration import Calibrator, LinearCalibrator
+from .errors import ConfigError, InputError
+from .judges.base import Judge, Judgement, JudgeRequest, run_sync
+from .rollout import Rollout, Segment
+from .slicers import Slicer, get_slicer
+from .templates import JudgeTemplate, Mode, Order, get_template
+
+__all__ = ["BatchResult", "RewardPipeline", "RolloutResult", "SegmentResult"]
+
+Truncated = Literal["zero", "judge", "unscored"]
+Reduce = Literal["last", "mean", "min"]
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    """One graded segment (outcome mode: the whole response as one segment).
+
+    ``score`` is calibrated to [0, 1]; ``raw`` is on the judge's scale; ``advantage`` is
+    None when the rollout is masked; ``tokens`` is the token range when offsets were given.
+    """
+
+    index: int
+    start: int
+    end: int
+    score: float | None
+    raw: float | None
+    reason: str | None
+    advantage: float | None
+    tokens: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    """Everything the pipeline says about one rollout.
+
+    Attributes:
+        id, group_id: the rollout's.
+        score: the rollout's reward in [0, 1]: the judge's score (outcome), or the
+            reduction of its segment scores (process); None when unscored.
+        reason: why it is unscored, else None.
+        advantage: the outcome advantage (outcome mode), else None.
+        segments: per-segment scores and advantages.
+        token_advantages: one advantage per token when the rollout has token offsets
+            (NaN where masked), else None.
+        judgements: the judge's raw verdicts, in segment order.
+        truncated: the rollout hit the policy's length limit.
+    """
+
+    id: str
+    group_id: str
+    score: float | None
+    reason: str | None
+    advantage: float | None
+    segments: tuple[SegmentResult, ...]
+    token_advantages: np.ndarray | None = field(default=None, compare=False)
+    judgements: tuple[Judgement, ...] = field(default=(), compare=False)
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """The results of one batch, in input order, with totals."""
+
+    results: tuple[RolloutResult, ...]
+    wall_s: float
+
+    @property
+    def unscored_reasons(self) -> Counter[str]:
+        """How many rollouts are unscored, by reason."""
+        return Counter(r.reason for r in self.results if r.reason is not None)
+
+    def summary(self) -> dict[str, Any]:
+        """Totals: rollouts, scored, unscored by reason, mean score, judge usage, time."""
+        judgements = [j for r in self.results for j in r.judgements]
+        scores = [r.score for r in self.results if r.score is not None]
+        return {
+            "rollouts": len(self.results),
+            "scored": len(scores),
+            "unscored": len(self.results) - len(scores),
+            "unscored_reasons": dict(self.unscored_reasons.most_common()),
+            "mean_score": float(np.mean(scores)) if scores else None,
+            "judge_calls": sum(j.attempts for j in judgements),
+            "judge_requests": len(judgements),
+            "cache_hits": sum(j.cached for j in judgements),
+            "prompt_tokens": sum(j.prompt_tokens or 0 for j in judgements if not j.cached),
+            "completion_tokens": sum(j.completion_tokens or 0 for j in judgements if not j.cached),
+            "wall_s": round(self.wall_s, 3),
+        }
+
+
+class RewardPipeline:
+    """Grade rollouts with a judge and turn the grades into advantages.
+
+    Args:
+        judge: any :class:`~exprl_rewards.judges.base.Judge`.
+        mode: ``"outcome"``, ``"process-segment"`` (released) or ``"process-prefix"``.
+        template: a :class:`JudgeTemplate` or a built-in name; default: the mode's
+            reasoning template.
+        slicer: a :class:`~exprl_rewards.slicers.Slicer` or a preset name (process modes).
+        calibrator: maps raw scores to [0, 1]; default (N - 1) / 4.
+        outcome_estimator: ``"grpo"``, ``"drgrpo"`` or ``"rloo"`` (outcome mode).
+        process_estimator: ``"delta"``, ``"end"``, ``"group"``, ``"prefix"`` or ``"rtg"``.
+        estimator_options: keyword options for the estimator (``std``, ``singleton``,
+            ``gamma``, ``normalize``...).
+        reduce: how a process rollout's segment scores become its score: ``"last"``
+            (default for prefix mode: the score of the whole rollout), ``"mean"``
+            (default for segment mode) or ``"min"``.
+        truncated: a rollout cut at the policy's length limit: ``"zero"`` (released:
+            reward 0, no judge call), ``"judge"`` (grade it like any other) or
+            ``"unscored"``.
+        order: ``"cache"`` or ``"released"`` prompt order.
+        prefill: use the template's assistant prefill (the judge must support it).
+    """
+
+    def __init__(
+        self,
+        judge: Judge,
+        *,
+        mode: Mode = "process-segment",
+        template: JudgeTemplate | str | None = None,
+        slicer: Slicer | str = "exprl",
+        calibrator: Calibrator | None = None,
+        outcome_estimator: Literal["grpo", "drgrpo", "rloo"] = "grpo",
+        process_estimator: Literal["delta", "end", "group", "prefix", "rtg"] = "delta",
+        estimator_options: Mapping[str, Any] | None = None,
+        reduce: Reduce | None = None,
+        truncated: Truncated = "zero",
+        order: Order = "cache",
+        prefill: bool = True,
+    ) -> None:
+        self.judge = judge
+        self.template = (
+            get_template(template or mode) if not isinstance(template, JudgeTemplate) else template
+        )
+        if self.template.mode != mode:
+            raise ConfigError(
+                f"template {self.template.name!r} is for {self.template.mode!r}, not mode {mode!r}"
+            )
+        self.mode = mode
+        self.slicer = get_slicer(slicer) if isinstance(slicer, str) else slicer
+        self.calibrator = calibrator or LinearCalibrator()
+        self.outcome_estimator, self.process_estimator = outcome_estimator, process_estimator
+        self.estimator_options = dict(estimator_options or {})
+        self.reduce: Reduce = reduce or ("last" if mode == "process-prefix" else "mean")
+        if self.reduce not in ("last", "mean", "min"):
+            raise ConfigError(f"reduce must be 'last', 'mean' or 'min', got {self.reduce!r}")
+        if truncated not in ("zero", "judge", "unscored"):
+            raise ConfigError(f"truncated must be 'zero', 'judge' or 'unscored', got {truncated!r}")
+        self.truncated, self.order, self.prefill = truncated, order, prefill
+
+    def segments(self, rollout: Rollout) -> tuple[Segment, ...]:
+        """The segments graded for ``rollout``: the whole response in outcome mode."""
+        if self.mode == "outcome":
+            text = rollout.response
+            return (Segment(0, 0, len(text), text),) if text else ()
+        return self.slicer.split(rollout.response)
+
+    def requests(self, rollout: Rollout, segments: Sequence[Segment]) -> list[JudgeRequest]:
+        """The judge requests for one rollout, one per segment."""
+        base = {
+            "question": rollout.question,
+            "reference": rollout.reference,
+            "response": rollout.response,
+        }
+        out = []
+        for s in segments:
+            variables: dict[str, Any] = dict(base, order=self.order)
+            if self.mode != "outcome":
+                variables.update(
+                    step=s.text,
+                    previous=rollout.response[: s.start],
+                    step_index=s.index + 1,
+                    num_steps=len(segments),
+                )
+            out.append(
+                JudgeRequest.from_template(
+                    self.template, key=f"{rollout.id}#{s.index}", prefill=self.prefill, **variables
+                )
+            )
+        return out
+
+    def score_sync(self, rollouts: Sequence[Rollout]) -> BatchResult:
+        """:meth:`score` from synchronous code (also inside a running event loop)."""
+        return run_sync(lambda: self.score(rollouts))
+
+    async def score(self, rollouts: Sequence[Rollout]) -> BatchResult:
+        """Grade a batch and compute advantages over its groups.
+
+        Groups are taken from ``group_id`` within this batch: pass all rollouts of a
+        prompt together, or group statistics are computed over the part given.
+        """
+        start = time.perf_counter()
+        ids = [r.id for r in rollouts]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i, n in Counter(ids).items() if n > 1)
+            raise InputError(
+                f"rollout id {dup!r} appears more than once in the batch; ids must be unique"
+            )
+        plans = []  # (segments, first request index, skip reason or None, forced score)
+        requests: list[JudgeRequest] = []
+        for r in rollouts:
+            segments = self.segments(r)
+            skip: str | None = None
+            if not segments:
+                skip = "empty response"
+            elif r.truncated and self.truncated == "unscored":
+                skip = "truncated"
+            judge_it = skip is None and not (r.truncated and self.truncated == "zero")
+            plans.append((segments, len(requests), skip))
+            if judge_it:
+                requests.extend(self.requests(r, segments))
+        judgements = await self.judge.judge(requests) if requests else []
+        if len(judgements) != len(requests):
+            raise RuntimeError(
+                f"judge returned {len(judgements)} judgements for {len(requests)} requests"
+            )
+        raw = np.array(
+            [np.nan if j.score is None else j.score for j in judgements], dtype=np.float64
+        )
+        low, high = self.template.low, self.template.high
+        calibrated = self.calibrator(raw, low=low, high=high) if raw.size else raw
+        rows: list[list[float]] = []
+        seg_reasons: list[list[str | None]] = []
+        for r, (segments, first, skip) in zip(rollouts, plans, strict=True):
+            k = len(segments)
+            if skip is not None:
+                rows.append([np.nan] * k)
+                seg_reasons.append([skip] * k)
+            elif r.truncated and self.truncated == "zero":
+                rows.append([0.0] * k)
+                seg_reasons.append([None] * k)
+            else:
+                rows.append(calibrated[first : first + k].tolist())
+                seg_reasons.append([j.reason for j in judgements[first : first + k]])
+        group_ids = [r.group_id for r in rollouts]
+        if self.mode == "outcome":
+            flat = [row[0] if row else np.nan for row in rows]
+            outcome = outcome_advantages(
+                flat, group_ids, estimator=self.outcome_estimator, **self.estimator_options
+            )
+            seg_adv = [[float(a)] * len(row) for a, row in zip(outcome.values, rows, strict=True)]
+        else:
+            process = process_advantages(
+                rows, self.process_estimator, group_ids=group_ids, **self.estimator_options
+            )
+            seg_adv = [list(map(float, row)) for row in process.values.rows()]
+        results = []
+        for r, (segments, first, skip), row, reasons, adv in zip(
+            rollouts, plans, rows, seg_reasons, seg_adv, strict=True
+        ):
+            used = (
+                judgements[first : first + len(segments)]
+                if skip is None and not (r.truncated and self.truncated == "zero")
+                else []
+            )
+            results.append(self._result(r, segments, row, reasons, adv, tuple(used)))
+        return BatchResult(tuple(results), time.perf_counter() - start)
+
+    def _result(
+        self,
+        rollout: Rollout,
+        segments: Sequence[Segment],
+        scores: list[float],
+        reasons: list[str | None],
+        advantages: list[float],
+        judgements: tuple[Judgement, ...],
+    ) -> RolloutResult:
+        ranges = None
+        token_adv = None
+        if rollout.token_offsets is not None and segments:
+            ranges = segment_token_ranges(segments, rollout.token_offsets)
+            token_adv = np.repeat(
+                np.array(advantages, dtype=np.float64), ranges[:, 1] - ranges[:, 0]
+            )
+        raws = [j.score for j in judgements] if judgements else [None] * len(segments)
+        seg_results = tuple(
+            SegmentResult(
+                index=s.index,
+                start=s.start,
+                end=s.end,
+                score=None if np.isnan(score) else float(score),
+                raw=raw,
+                reason=reason,
+                advantage=None if np.isnan(a) else a,
+                tokens=(int(ranges[s.index, 0]), int(ranges[s.index, 1]))
+                if ranges is not None
+                else None,
+            )
+            for s, score, raw, reason, a in zip(
+                segments, scores, raws, reasons, advantages, strict=True
+            )
+        )
+        reason = next(
+            (
+                f"segment {i}: {x}" if self.mode != "outcome" else x
+                for i, x in enumerate(reasons)
+                if x
+            ),
+            None,
+        )
+        if not segments:
+            reason = "empty response"
+        score = None
+        if reason is None:
+            values = [s.score for s in seg_results if s.score is not None]
+            score = {"last": values[-1], "mean": float(np.mean(values)), "min": min(values)}[
+                self.reduce
+            ]
+        advantage = seg_results[0].advantage if self.mode == "outcome" and seg_results else None
+        return RolloutResult(
+            id=rollout.id,
+            group_id=rollout.group_id,
+            score=score,
+            reason=reason,
+            advantage=advantage,
+            segments=seg_results,
+            token_advantages=token_adv,
+            judgements=judgements,
+            truncated=rollout.truncated,
+        )
