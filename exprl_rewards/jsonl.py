@@ -81,7 +81,7 @@ class _Fields(BaseModel):
     reference: str
     response: str
     token_ids: list[int] | None = None
-    token_offsets: list[tuple[int, int]] | None = None
+    token_offsets: list[list[int]] | None = None  # [start, end] pairs: JSON has no tuples
     truncated: bool = False
 
 
@@ -175,6 +175,18 @@ def read_rollouts(
             message = "missing" if first["type"] == "missing" else first["msg"]
             errors.append(RowError(path, number, source, message, text))
             continue
+        offsets = checked.token_offsets
+        if offsets is not None and any(len(pair) != 2 for pair in offsets):
+            errors.append(
+                RowError(
+                    path,
+                    number,
+                    fields.token_offsets,
+                    "each offset must be a [start, end] pair",
+                    text,
+                )
+            )
+            continue
         rollout_id = str(checked.id)
         if rollout_id in seen:
             errors.append(
@@ -196,9 +208,7 @@ def read_rollouts(
                 reference=checked.reference,
                 response=checked.response,
                 token_ids=tuple(checked.token_ids) if checked.token_ids is not None else None,
-                token_offsets=tuple(checked.token_offsets)
-                if checked.token_offsets is not None
-                else None,
+                token_offsets=tuple((a, b) for a, b in offsets) if offsets is not None else None,
                 truncated=checked.truncated,
             )
         except InputError as e:

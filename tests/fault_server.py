@@ -4,6 +4,10 @@ The rollout text of a request carries its script: ``FAULT:429,500,ok`` answers t
 attempt with 429, the second with 500, and every later one normally. Attempts are
 counted per distinct request body, so concurrent requests do not disturb each other.
 
+Without a script, a request whose text holds ``[[score N]]`` marks is answered
+"Score: N" for the last mark (``[[score none]]``: an answer with no score): a
+deterministic judge for pipeline tests.
+
 Behaviours: ``ok`` (a completion ending "Score: 4"), ``score7`` (an out-of-range score),
 an HTTP status (``400``, ``401``, ``404``, ``429``, ``500``, ``503``), ``slow`` (answer
 after 2 s), ``garbage`` (200 with a non-JSON body), ``empty`` (200 with no choices),
@@ -24,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 _SCRIPT = re.compile(r"FAULT:([a-z0-9,]+)")
+_MARK = re.compile(r"\[\[score (\d|none)\]\]")
 
 
 def completion(content: str, logprobs: bool) -> dict[str, Any]:
@@ -98,7 +103,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.requests += 1
         action = script[min(attempt, len(script) - 1)]
         logprobs = bool(request.get("logprobs"))
-        if action == "ok":
+        marks = _MARK.findall(text)
+        if action == "ok" and marks:  # a deterministic judge: the last [[score N]] mark
+            answer = (
+                "I cannot grade this."
+                if marks[-1] == "none"
+                else f"Reasoning: as marked.\nScore: {marks[-1]}"
+            )
+            self._send(200, json.dumps(completion(answer, logprobs)).encode())
+        elif action == "ok":
             self._send(200, json.dumps(completion("Reasoning: fine.\nScore: 4", logprobs)).encode())
         elif action == "score7":
             self._send(

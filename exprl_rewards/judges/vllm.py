@@ -20,6 +20,7 @@ import importlib.util
 import os
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -89,15 +90,20 @@ class VLLMJudge:
         if self._llm is None:
             if not self.engine_process:
                 os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-            try:
-                import vllm
-                from vllm.platforms import current_platform
-            except ImportError as e:
-                raise MissingExtraError("vllm", "cpu") from e
-            kwargs = dict(self._llm_kwargs)
-            if current_platform.is_cpu():
-                kwargs.setdefault("dtype", cpu_dtype())
-            self._llm = vllm.LLM(model=self._model_path, **kwargs)
+            # torch and vLLM warn about their own internals on import and start-up;
+            # those are not the caller's to act on.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", FutureWarning)
+                try:
+                    import vllm
+                    from vllm.platforms import current_platform
+                except ImportError as e:
+                    raise MissingExtraError("vllm", "cpu") from e
+                kwargs = dict(self._llm_kwargs)
+                if current_platform.is_cpu():
+                    kwargs.setdefault("dtype", cpu_dtype())
+                self._llm = vllm.LLM(model=self._model_path, **kwargs)
         return self._llm
 
     def sampling(self) -> dict[str, Any]:

@@ -1,0 +1,135 @@
+"""The reward pipeline's bookkeeping, with a deterministic judge over real HTTP.
+
+The fault server answers "Score: N" for the last ``[[score N]]`` mark in the prompt, so
+each step's raw score is known in advance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from fault_server import FaultServer
+
+from exprl_rewards import ConfigError, InputError, Rollout, process_advantages
+from exprl_rewards.judges import OpenAIJudge
+from exprl_rewards.pipeline import RewardPipeline
+
+
+@pytest.fixture(scope="module")
+def judge() -> Iterator[OpenAIJudge]:
+    with FaultServer() as server:
+        yield OpenAIJudge("marks", base_url=server.url, max_attempts=2, backoff=0.01, timeout=5)
+
+
+def rollout(rid: str, group: str, marks: list[str], **kw: object) -> Rollout:
+    response = "\n".join(f"step {i} [[score {m}]]" for i, m in enumerate(marks))
+    return Rollout(id=rid, group_id=group, question="Q?", reference="R.", response=response, **kw)  # type: ignore[arg-type]
+
+
+def test_process_segment_scores_calibration_and_deltanorm(judge: OpenAIJudge) -> None:
+    batch = [
+        rollout("a", "g", ["1", "3", "5"]),
+        rollout("b", "g", ["5", "5"]),
+        rollout("c", "g", ["2", "none", "4"]),
+    ]
+    result = RewardPipeline(judge, mode="process-segment", slicer="newline").score_sync(batch)
+    a, b, c = result.results
+    assert [s.raw for s in a.segments] == [1.0, 3.0, 5.0]
+    assert [s.score for s in a.segments] == [0.0, 0.5, 1.0]  # (N - 1) / 4
+    expected = process_advantages([[0.0, 0.5, 1.0], [1.0, 1.0]], "delta").values.rows()
+    assert [s.advantage for s in a.segments] == pytest.approx(expected[0].tolist())
+    assert [s.advantage for s in b.segments] == pytest.approx(expected[1].tolist())
+    assert a.score == pytest.approx(0.5)
+    assert b.score == 1.0
+    # One unparseable step masks the rollout but keeps the others' scores visible.
+    assert c.score is None
+    assert c.reason == "segment 1: parse: no score line"
+    assert [s.score for s in c.segments] == [0.25, None, 0.75]
+    assert all(s.advantage is None for s in c.segments)
+    summary = result.summary()
+    assert summary["rollouts"] == 3
+    assert summary["scored"] == 2
+    assert summary["unscored_reasons"] == {"segment 1: parse: no score line": 1}
+    assert summary["judge_requests"] == 8
+
+
+def test_prefix_mode_sees_growing_prefixes_and_reduces_to_the_last(judge: OpenAIJudge) -> None:
+    batch = [rollout("a", "g", ["2", "3", "4"])]
+    pipeline = RewardPipeline(
+        judge, mode="process-prefix", slicer="newline", process_estimator="rtg"
+    )
+    (a,) = pipeline.score_sync(batch).results
+    assert [s.raw for s in a.segments] == [2.0, 3.0, 4.0]
+    assert a.score == 0.75  # the last prefix is the whole rollout
+    assert [s.advantage for s in a.segments] == pytest.approx([0.75, 0.5, 0.25])  # s_K - s_{k-1}
+    requests = pipeline.requests(batch[0], pipeline.segments(batch[0]))
+    users = [r.messages[-1]["content"] for r in requests]
+    assert "step 0 [[" in users[2]
+    assert "step 2 [[" in users[2]
+    assert "step 2 [[" not in users[1]
+
+
+def test_outcome_mode_group_advantages_and_token_broadcast(judge: OpenAIJudge) -> None:
+    offsets = ((0, 4), (4, 10), (10, 18))
+    batch = [
+        rollout("a", "g1", ["5"], token_offsets=offsets),
+        rollout("b", "g1", ["1"]),
+        rollout("c", "g1", ["none"]),
+        rollout("d", "g2", ["3"]),
+    ]
+    results = RewardPipeline(judge, mode="outcome", template="outcome").score_sync(batch).results
+    assert [r.score for r in results] == [1.0, 0.0, None, 0.5]
+    assert results[2].reason == "parse: no score line"
+    a_adv = 0.5 / (math.sqrt(0.5) + 1e-6)  # GRPO over the two scored rollouts of g1
+    assert results[0].advantage == pytest.approx(a_adv)
+    assert results[1].advantage == pytest.approx(-a_adv)
+    assert results[2].advantage is None
+    assert results[3].advantage == 0.0
+    assert results[0].token_advantages is not None
+    assert results[0].token_advantages.tolist() == pytest.approx([a_adv] * 3)
+
+
+def test_truncated_empty_and_duplicate_rollouts(judge: OpenAIJudge) -> None:
+    batch = [
+        rollout("cut", "g", ["5", "5"], truncated=True),
+        rollout("ok", "g", ["3", "3"]),
+        Rollout(id="empty", group_id="g", question="Q", reference="R", response=""),
+    ]
+    released = RewardPipeline(judge, slicer="newline").score_sync(batch).results
+    assert released[0].score == 0.0
+    assert not released[0].judgements
+    assert released[2].score is None
+    assert released[2].reason == "empty response"
+    judged = RewardPipeline(judge, slicer="newline", truncated="judge").score_sync(batch).results
+    assert judged[0].score == 1.0
+    skipped = (
+        RewardPipeline(judge, slicer="newline", truncated="unscored").score_sync(batch).results
+    )
+    assert skipped[0].reason == "segment 0: truncated"
+    with pytest.raises(InputError, match="'ok' appears more than once"):
+        RewardPipeline(judge).score_sync([batch[1], batch[1]])
+
+
+def test_configuration_errors(judge: OpenAIJudge) -> None:
+    with pytest.raises(ConfigError, match="is for 'outcome', not mode 'process-prefix'"):
+        RewardPipeline(judge, mode="process-prefix", template="outcome")
+    with pytest.raises(ConfigError, match="reduce must be"):
+        RewardPipeline(judge, reduce="max")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="truncated must be"):
+        RewardPipeline(judge, truncated="drop")  # type: ignore[arg-type]
+
+
+def test_default_settings_are_the_released_ones(judge: OpenAIJudge) -> None:
+    p = RewardPipeline(judge)
+    assert (p.mode, p.template.name, p.process_estimator, p.truncated) == (
+        "process-segment",
+        "process-segment",
+        "delta",
+        "zero",
+    )
+    assert p.slicer.split("a ### b") == p.slicer.split("a ### b")  # the exprl preset
+    assert [s.text for s in p.slicer.split("a ### b")] == ["a ###", " b"]
+    assert np.isclose(p.calibrator(np.array([3.0]), low=1, high=5)[0], 0.5)
