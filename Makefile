@@ -18,11 +18,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
 	touch $@
 
-## The main job. Until the judge lands, this is the advantage verification.
+## The main job: grade the example rollouts with the embedded default judge
+## (SmolLM2-135M-Instruct on vLLM, in this process), process-prefix mode.
 run: $(STAMP)
-	$(BIN)/python -m exprl_rewards.verify
+	mkdir -p runs
+	rm -f runs/examples.jsonl
+	$(BIN)/python -m exprl_rewards.score examples/rollouts.jsonl -o runs/examples.jsonl \
+		--mode process-prefix --template process-prefix-score-only --slicer newline \
+		--summary-json runs/summary.json
 
-verify: run
+## The numpy verification of what each advantage estimator optimises.
+verify: $(STAMP)
+	$(BIN)/python -m exprl_rewards.verify
 
 ## Lint, format check, type check, then the test suite.
 test: lint

@@ -28,6 +28,7 @@ from .errors import AlignmentError, ConfigError, ExpRLError, InputError, Missing
 from .judges import Judge, JudgeCache, Judgement, JudgeRequest, OpenAIJudge, judge_sync
 from .kl import kl_penalty
 from .parsing import ParsedScore, expected_score, normalize_score, parse_score
+from .pipeline import BatchResult, RewardPipeline, RolloutResult, SegmentResult
 from .ragged import Ragged
 from .rollout import Rollout, Score, Segment, scores_to_array
 from .slicers import PRESETS, RegexSlicer, Slicer, delimiter_slicer, get_slicer
@@ -40,6 +41,7 @@ __all__ = [
     "PRESETS",
     "TEMPLATES",
     "AlignmentError",
+    "BatchResult",
     "ConfigError",
     "ExpRLError",
     "InputError",
@@ -55,9 +57,12 @@ __all__ = [
     "ProcessAdvantages",
     "Ragged",
     "RegexSlicer",
+    "RewardPipeline",
     "Rollout",
+    "RolloutResult",
     "Score",
     "Segment",
+    "SegmentResult",
     "Slicer",
     "TokenAdvantages",
     "__version__",

@@ -133,8 +133,10 @@ class VLLMServer:
         dtype: the model's dtype; default: :func:`cpu_dtype`.
         extra_args: more command-line flags for the server.
 
-    >>> with VLLMServer() as server:  # doctest: +SKIP
-    ...     judge = OpenAIJudge(server.model, base_url=server.url)
+    Example::
+
+        with VLLMServer() as server:
+            judge = OpenAIJudge(server.model, base_url=server.url)
     """
 
     def __init__(

@@ -72,7 +72,7 @@ def fence(text: str, label: str, key: str | None = None) -> str:
     """Wrap untrusted ``text`` in BEGIN/END markers tagged by a hash of ``key`` (or ``text``).
 
     >>> fence("2 + 2 = 4", "STEP")
-    '[BEGIN STEP 2fe8fa1a]\\n2 + 2 = 4\\n[END STEP 2fe8fa1a]'
+    '[BEGIN STEP e93dff0d]\\n2 + 2 = 4\\n[END STEP e93dff0d]'
     """
     tag = hashlib.sha256((text if key is None else key).encode()).hexdigest()[:8]
     return f"[BEGIN {label} {tag}]\n{text}\n[END {label} {tag}]"
