@@ -1,9 +1,9 @@
 """Parse-failure rate of each built-in template with the local judge, and cache hit rate.
 
 Scores 200 real rollouts (GSM8K model solutions: 50 questions x 4 models, with the
-human reference) with every built-in template against a real vLLM server running the
-embedded default judge (SmolLM2-135M-Instruct), then runs the same requests again to
-measure the on-disk cache. Process templates grade one step per rollout: the middle
+human reference) with every built-in template with the embedded default judge
+(SmolLM2-135M-Instruct on vLLM in-process; ``--server`` uses a real vLLM OpenAI-compatible
+server instead), then runs the same requests again to measure the on-disk cache. Process templates grade one step per rollout: the middle
 line (segment mode) or the rollout up to it (prefix mode).
 
     python benchmarks/judge_parse_rates.py [--n 200] [--max-tokens 256] [--out FILE]
@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from exprl_rewards.judges import JudgeCache, JudgeRequest, OpenAIJudge, judge_sync
-from exprl_rewards.local_model import VLLMServer
+from exprl_rewards.judges import Judge, JudgeCache, JudgeRequest, OpenAIJudge, judge_sync
+from exprl_rewards.local_model import VLLMServer, default_model_dir
 from exprl_rewards.slicers import get_slicer
 from exprl_rewards.templates import TEMPLATES, get_template
 
@@ -71,19 +71,37 @@ def main() -> None:
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--out", type=Path)
+    p.add_argument(
+        "--server", action="store_true", help="judge through a vLLM server, not in-process"
+    )
     args = p.parse_args()
     items = rollouts(args.n)
     cache_path = Path(tempfile.mkdtemp()) / "judge.sqlite"
     rows = []
     records = []
-    with VLLMServer() as server:
+    server = VLLMServer().start() if args.server else None
+    local = None
+    if server is None:
+        from exprl_rewards.judges.vllm import VLLMJudge
+
+        local = VLLMJudge(
+            default_model_dir(), name="smollm2-135m-instruct", engine_process=False,
+            max_model_len=2048, enforce_eager=True, max_tokens=args.max_tokens,
+        )  # fmt: skip
+    try:
         for name in TEMPLATES:
             requests = requests_for(name, items)
             cache = JudgeCache(cache_path)
-            judge = OpenAIJudge(
-                server.model, base_url=server.url, max_tokens=args.max_tokens, top_logprobs=20,
-                prefill=True, concurrency=32, cache=cache,
-            )  # fmt: skip
+            judge: Judge
+            if server is not None:
+                judge = OpenAIJudge(
+                    server.model, base_url=server.url, max_tokens=args.max_tokens, top_logprobs=20,
+                    prefill=True, concurrency=32, cache=cache,
+                )  # fmt: skip
+            else:
+                assert local is not None
+                local.cache = cache
+                judge = local
             t0 = time.perf_counter()
             first = judge_sync(judge, requests)
             t1 = time.perf_counter()
@@ -121,7 +139,13 @@ def main() -> None:
                 }
                 for j in first
             )
-    print(f"{len(items)} rollouts, SmolLM2-135M-Instruct on vLLM CPU, max_tokens {args.max_tokens}")
+    finally:
+        if server is not None:
+            server.stop()
+    backend = "a vLLM server" if args.server else "vLLM in-process"
+    print(
+        f"{len(items)} rollouts, SmolLM2-135M-Instruct on {backend} (CPU), max_tokens {args.max_tokens}"
+    )
     header = ("template", "n", "unparsed", "rate", "logprob", "2nd-pass hits", "1st s", "2nd s")
     print("{:<28} {:>4} {:>9} {:>6} {:>8} {:>13} {:>7} {:>6}  same".format(*header))
     for name, n, bad, logprob, hits, s1, s2, same, _ in rows:

@@ -186,6 +186,9 @@ def _judge(args: argparse.Namespace, cache: JudgeCache | None) -> Judge:
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault(
+        "VLLM_LOGGING_LEVEL", "WARNING"
+    )  # its start-up log would bury the summary
     return VLLMJudge(
         default_model_dir(), name=DEFAULT_MODEL_NAME, engine_process=False, max_model_len=2048,
         enforce_eager=True, max_tokens=args.max_tokens or 384, top_logprobs=top, cache=cache,
@@ -322,7 +325,8 @@ def _print_summary(summary: dict[str, Any], out: TextIO) -> None:
         print(f"  unscored {n:>5}  {reason}", file=out)
     print(
         f"  judge: {summary['judge_requests']} requests, {summary['judge_calls']} calls,"
-        f" {summary['cache_hits']} cache hits, {summary['prompt_tokens']} prompt +"
+        f" {summary['cache_hits']} answered without a call (cache or duplicate);"
+        f" {summary['prompt_tokens']} prompt +"
         f" {summary['completion_tokens']} completion tokens; wall {summary['wall_s']:.1f} s",
         file=out,
     )
