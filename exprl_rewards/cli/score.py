@@ -283,7 +283,7 @@ class _Progress:
 
 
 def _summary(
-    batches: list[BatchResult], rows: int, skipped: int, resumed: int, bad: int, wall: float
+    batches: list[BatchResult], good: int, bad: int, resumed: int, wall: float
 ) -> dict[str, Any]:
     parts = [b.summary() for b in batches]
     reasons: dict[str, int] = {}
@@ -293,11 +293,10 @@ def _summary(
     scored = sum(p["scored"] for p in parts)
     weighted = sum((p["mean_score"] or 0.0) * p["scored"] for p in parts)
     return {
-        "rows": rows,
+        "rows": good + bad,
         "graded": sum(p["rollouts"] for p in parts),
         "already_done": resumed,
-        "bad_rows": bad,
-        "bad_rows_skipped": skipped,
+        "bad_rows_skipped": bad,
         "scored": scored,
         "unscored": sum(p["unscored"] for p in parts),
         "unscored_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
@@ -330,6 +329,22 @@ def _print_summary(summary: dict[str, Any], out: TextIO) -> None:
         f" {summary['completion_tokens']} completion tokens; wall {summary['wall_s']:.1f} s",
         file=out,
     )
+
+
+def _report(
+    batches: list[BatchResult],
+    good: int,
+    bad: int,
+    resumed: int,
+    start: float,
+    args: argparse.Namespace,
+) -> int:
+    """Print the summary (and write it as JSON when asked); the exit code."""
+    summary = _summary(batches, good, bad, resumed, time.perf_counter() - start)
+    _print_summary(summary, sys.stderr)
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
 
 
 def _report_bad_rows(errors: list[RowError], args: argparse.Namespace) -> int:
@@ -383,18 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pending_groups = {r.rollout.group_id for r in rows if r.rollout.id not in done}
     todo = [r for r in rows if r.rollout.group_id in pending_groups]
     if not todo:
-        summary = _summary(
-            [],
-            len(rows) + len(errors),
-            len(errors),
-            len(done),
-            len(errors),
-            time.perf_counter() - start,
-        )
-        _print_summary(summary, sys.stderr)
-        if args.summary_json:
-            Path(args.summary_json).write_text(json.dumps(summary, indent=2) + "\n")
-        return 0
+        return _report([], len(rows), len(errors), len(done), start, args)
     try:
         cache = None if args.no_cache else JudgeCache(args.cache)
         judge = _judge(args, cache)
@@ -438,18 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress.close()
         if not to_stdout:
             stream.close()
-    summary = _summary(
-        results,
-        len(rows) + len(errors),
-        len(errors),
-        len(done),
-        len(errors),
-        time.perf_counter() - start,
-    )
-    _print_summary(summary, sys.stderr)
-    if args.summary_json:
-        Path(args.summary_json).write_text(json.dumps(summary, indent=2) + "\n")
-    return 0
+    return _report(results, len(rows), len(errors), len(done), start, args)
 
 
 if __name__ == "__main__":
