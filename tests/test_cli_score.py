@@ -324,3 +324,23 @@ def test_kill_nine_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path: Pa
             s["advantage"] for s in uninterrupted[r["id"]]["segments"]
         ]
     assert all(e["judge"]["calls"] == 0 for e in uninterrupted.values())  # all from the cache
+
+
+def test_progress_bar_when_asked(
+    server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write(tmp_path / "in.jsonl", [row(f"r{i}", group=f"g{i}") for i in range(3)])
+    args = [
+        str(source),
+        "-o",
+        str(tmp_path / "o.jsonl"),
+        "--base-url",
+        server.url,
+        "--model",
+        "m",
+        "--no-cache",
+    ]
+    assert main([*args, "--mode", "outcome", "--progress", "on", "--batch-size", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "3/3" in err
+    assert "rollout/s" in err
