@@ -241,18 +241,19 @@ class RewardPipeline:
             raise InputError(
                 f"rollout id {dup!r} appears more than once in the batch; ids must be unique"
             )
-        plans = []  # (segments, first request index, skip reason or None, forced score)
+        # Per rollout: its segments, its first request, and why it is not judged:
+        # None (judged), "zero" (truncated: reward 0), or an unscored reason.
+        plans: list[tuple[tuple[Segment, ...], int, str | None]] = []
         requests: list[JudgeRequest] = []
         for r in rollouts:
             segments = self.segments(r)
             skip: str | None = None
             if not segments:
                 skip = "empty response"
-            elif r.truncated and self.truncated == "unscored":
-                skip = "truncated"
-            judge_it = skip is None and not (r.truncated and self.truncated == "zero")
+            elif r.truncated and self.truncated != "judge":
+                skip = "zero" if self.truncated == "zero" else "truncated"
             plans.append((segments, len(requests), skip))
-            if judge_it:
+            if skip is None:
                 requests.extend(self.requests(r, segments))
         judgements = await self.judge.judge(requests) if requests else []
         if len(judgements) != len(requests):
@@ -266,14 +267,14 @@ class RewardPipeline:
         calibrated = self.calibrator(raw, low=low, high=high) if raw.size else raw
         rows: list[list[float]] = []
         seg_reasons: list[list[str | None]] = []
-        for r, (segments, first, skip) in zip(rollouts, plans, strict=True):
+        for segments, first, skip in plans:
             k = len(segments)
-            if skip is not None:
-                rows.append([np.nan] * k)
-                seg_reasons.append([skip] * k)
-            elif r.truncated and self.truncated == "zero":
+            if skip == "zero":
                 rows.append([0.0] * k)
                 seg_reasons.append([None] * k)
+            elif skip is not None:
+                rows.append([np.nan] * k)
+                seg_reasons.append([skip] * k)
             else:
                 rows.append(calibrated[first : first + k].tolist())
                 seg_reasons.append([j.reason for j in judgements[first : first + k]])
@@ -293,11 +294,7 @@ class RewardPipeline:
         for r, (segments, first, skip), row, reasons, adv in zip(
             rollouts, plans, rows, seg_reasons, seg_adv, strict=True
         ):
-            used = (
-                judgements[first : first + len(segments)]
-                if skip is None and not (r.truncated and self.truncated == "zero")
-                else []
-            )
+            used = judgements[first : first + len(segments)] if skip is None else []
             results.append(self._result(r, segments, row, reasons, adv, tuple(used)))
         return BatchResult(tuple(results), time.perf_counter() - start)
 
