@@ -17,7 +17,7 @@ import concurrent.futures
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from ..parsing import expected_score, normalize_score, parse_score
@@ -188,7 +188,6 @@ class Judgement:
     key: str = ""
     low: int = 1
     high: int = 5
-    extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def scored(self) -> bool:
