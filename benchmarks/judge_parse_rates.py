@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -82,6 +83,7 @@ def main() -> None:
     server = VLLMServer().start() if args.server else None
     local = None
     if server is None:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; vLLM takes ~all RAM otherwise
         from exprl_rewards.judges.vllm import VLLMJudge
 
         local = VLLMJudge(
@@ -129,6 +131,7 @@ def main() -> None:
                     reasons,
                 )
             )
+            print(f"done {name}: {rows[-1][:8]}", flush=True)
             records.extend(
                 {
                     "template": name,

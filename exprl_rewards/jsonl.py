@@ -85,11 +85,11 @@ class _Fields(BaseModel):
     truncated: bool = False
 
 
-_MISSING = object()
+MISSING = object()
 
 
 def get_path(data: Any, path: str) -> Any:
-    """Follow a dotted path through dicts and lists; a missing step gives ``_MISSING``.
+    """Follow a dotted path through dicts and lists; a missing step gives ``MISSING``.
 
     >>> get_path({"extra_info": {"solution": "42"}}, "extra_info.solution")
     '42'
@@ -106,7 +106,7 @@ def get_path(data: Any, path: str) -> Any:
         ):
             data = data[int(part)]
         else:
-            return _MISSING
+            return MISSING
     return data
 
 
@@ -162,7 +162,7 @@ def read_rollouts(
         values: dict[str, Any] = {}
         for name, source in vars(fields).items():
             value = get_path(data, source)
-            if value is not _MISSING and value is not None:
+            if value is not MISSING and value is not None:
                 values[name] = value
         values.setdefault("id", f"L{number}")
         values.setdefault("group_id", values.get("question", ""))

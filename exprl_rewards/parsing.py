@@ -30,7 +30,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["ParsedScore", "expected_score", "normalize_score", "parse_score"]
+__all__ = ["ParsedScore", "expected_score", "normalize_score", "parse_score", "score_distribution"]
 
 _SCORE_LINE = re.compile(
     r"""
@@ -108,6 +108,26 @@ def parse_score(text: str, *, low: int = 1, high: int = 5, bare: bool = False) -
     return ParsedScore(value, None, match.start("num"))
 
 
+def score_distribution(
+    top_logprobs: Iterable[tuple[str, float]], *, low: int = 1, high: int = 5
+) -> tuple[float, ...]:
+    """Probability of each score ``low..high`` among the top logprobs at one position.
+
+    Tokens whose stripped text is the same integer (``"4"``, ``" 4"``) add up; a score
+    missing from the top logprobs gets 0. Not renormalised: the sum is the mass the
+    valid score tokens cover.
+
+    >>> [round(p, 2) for p in score_distribution([("4", math.log(0.6)), (" 4", math.log(0.1))])]
+    [0.0, 0.0, 0.0, 0.7, 0.0]
+    """
+    probs = [0.0] * (high - low + 1)
+    for token, logprob in top_logprobs:
+        stripped = token.strip()
+        if stripped.isascii() and stripped.isdigit() and low <= int(stripped) <= high:
+            probs[int(stripped) - low] += math.exp(logprob)
+    return tuple(probs)
+
+
 def expected_score(
     top_logprobs: Iterable[tuple[str, float]], *, low: int = 1, high: int = 5
 ) -> tuple[float | None, float]:
@@ -127,13 +147,9 @@ def expected_score(
     >>> round(value, 3), round(mass, 3)
     (4.25, 0.8)
     """
-    total = weighted = 0.0
-    for token, logprob in top_logprobs:
-        stripped = token.strip()
-        if stripped.isascii() and stripped.isdigit() and low <= int(stripped) <= high:
-            p = math.exp(logprob)
-            total += p
-            weighted += p * int(stripped)
+    probs = score_distribution(top_logprobs, low=low, high=high)
+    total = sum(probs)
+    weighted = sum(p * (low + i) for i, p in enumerate(probs))
     return (weighted / total if total > 0 else None), total
 
 

@@ -264,7 +264,11 @@ class RewardPipeline:
             [np.nan if j.score is None else j.score for j in judgements], dtype=np.float64
         )
         low, high = self.template.low, self.template.high
-        calibrated = self.calibrator(raw, low=low, high=high) if raw.size else raw
+        probs = None
+        if any(j.probs is not None for j in judgements):
+            nan_row = (np.nan,) * (high - low + 1)
+            probs = np.array([j.probs or nan_row for j in judgements], dtype=np.float64)
+        calibrated = self.calibrator(raw, low=low, high=high, probs=probs) if raw.size else raw
         rows: list[list[float]] = []
         seg_reasons: list[list[str | None]] = []
         for segments, first, skip in plans:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -24,14 +23,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .. import __version__
+from ..calibration import load_calibrator
 from ..errors import ExpRLError
 from ..jsonl import FieldMap, RowError, SourceRow, read_rollouts
-from ..judges.base import Judge
 from ..judges.cache import JudgeCache
-from ..local_model import DEFAULT_MODEL_NAME, cache_dir
 from ..pipeline import BatchResult, RewardPipeline, RolloutResult
 from ..slicers import PRESETS
 from ..templates import MODES, TEMPLATES, load_template
+from .judge_args import add_judge_arguments, make_judge
 
 __all__ = ["main"]
 
@@ -78,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
         "--estimator", help="advantage estimator (default: grpo for outcome, delta for process)"
     )
     g.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="a calibrator saved by python -m exprl_rewards.audit (default: (N - 1) / 4)",
+    )
+    g.add_argument(
         "--truncated",
         choices=["zero", "judge", "unscored"],
         default="zero",
@@ -91,45 +95,7 @@ def _parser() -> argparse.ArgumentParser:
             metavar="PATH",
             help=f"(default: {default})",
         )
-    j = p.add_argument_group("judge")
-    j.add_argument(
-        "--base-url",
-        action="append",
-        help="OpenAI-compatible server URL (.../v1); repeat for replicas",
-    )
-    j.add_argument("--model", help="model name on the server (with --base-url)")
-    j.add_argument(
-        "--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key"
-    )
-    j.add_argument(
-        "--vllm-model", help="a model directory or name to run with vLLM in this process"
-    )
-    j.add_argument(
-        "--max-tokens",
-        type=int,
-        help="judge generation limit (default: 2048 as released; 384 for the embedded judge)",
-    )
-    j.add_argument(
-        "--top-logprobs",
-        type=int,
-        default=20,
-        help="logprobs per token for logprob-weighted scores (0: off)",
-    )
-    j.add_argument(
-        "--concurrency", type=int, default=32, help="requests in flight (OpenAI-compatible servers)"
-    )
-    j.add_argument("--timeout", type=float, default=120.0, help="seconds per request attempt")
-    j.add_argument(
-        "--no-prefill",
-        action="store_true",
-        help="do not start the judge's answer (for servers without continue_final_message)",
-    )
-    j.add_argument(
-        "--cache",
-        default=str(cache_dir() / "judge.sqlite"),
-        help="judge cache file (default: %(default)s)",
-    )
-    j.add_argument("--no-cache", action="store_true", help="do not read or write the judge cache")
+    add_judge_arguments(p)
     r = p.add_argument_group("run")
     r.add_argument(
         "--batch-size",
@@ -162,37 +128,6 @@ def _parser() -> argparse.ArgumentParser:
         help="progress bar (auto: when stderr is a terminal)",
     )
     return p
-
-
-def _judge(args: argparse.Namespace, cache: JudgeCache | None) -> Judge:
-    top = args.top_logprobs or None
-    if args.base_url:
-        if not args.model:
-            raise ExpRLError("--base-url needs --model, the name the server serves")
-        from ..judges.openai import OpenAIJudge
-
-        return OpenAIJudge(
-            args.model, base_url=args.base_url, api_key_env=args.api_key_env,
-            max_tokens=args.max_tokens or 2048, top_logprobs=top, concurrency=args.concurrency,
-            timeout=args.timeout, cache=cache, prefill=not args.no_prefill,
-        )  # fmt: skip
-    from ..judges.vllm import VLLMJudge
-
-    if args.vllm_model:
-        return VLLMJudge(
-            args.vllm_model, max_tokens=args.max_tokens or 2048, top_logprobs=top, cache=cache
-        )
-    from ..local_model import default_model_dir
-
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault(
-        "VLLM_LOGGING_LEVEL", "WARNING"
-    )  # its start-up log would bury the summary
-    return VLLMJudge(
-        default_model_dir(), name=DEFAULT_MODEL_NAME, engine_process=False, max_model_len=2048,
-        enforce_eager=True, max_tokens=args.max_tokens or 384, top_logprobs=top, cache=cache,
-    )  # fmt: skip
 
 
 def _done_ids(path: Path, field: str) -> set[str]:
@@ -401,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report([], len(rows), len(errors), len(done), start, args)
     try:
         cache = None if args.no_cache else JudgeCache(args.cache)
-        judge = _judge(args, cache)
+        judge = make_judge(args, cache)
         template = args.template
         if template and template not in TEMPLATES:
             template = load_template(Path(template), mode=args.mode)
@@ -411,6 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "slicer": args.slicer,
             "order": args.order,
         }
+        if args.calibration:
+            options["calibrator"] = load_calibrator(args.calibration)
         options["truncated"] = args.truncated
         options["prefill"] = not args.no_prefill
         if args.estimator:

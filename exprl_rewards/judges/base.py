@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
-from ..parsing import expected_score, normalize_score, parse_score
+from ..parsing import normalize_score, parse_score, score_distribution
 from ..rollout import Score
 from ..templates import ChatMessage, JudgeTemplate
 
@@ -160,6 +160,8 @@ class Judgement:
         parsed: the number read from the text, if any.
         expected, mass: the logprob-weighted score and the probability mass of the
             valid score tokens, when logprobs were available.
+        probs: the probability of each score ``low..high`` at the score token (not
+            renormalised), when logprobs were available; temperature calibration uses it.
         text: the judge's raw output (with the prefill in front).
         prompt_tokens, completion_tokens, cached_tokens: usage, when reported.
         latency_s: seconds from the first attempt to the answer (0 for a cache hit).
@@ -176,6 +178,7 @@ class Judgement:
     parsed: float | None = None
     expected: float | None = None
     mass: float | None = None
+    probs: tuple[float, ...] | None = None
     text: str = ""
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -227,6 +230,7 @@ def finish(
     full = request.prefill + raw.text
     parsed = parse_score(full, low=request.low, high=request.high, bare=request.score_only)
     expected = mass = None
+    probs: tuple[float, ...] | None = None
     if raw.tokens:
         if parsed.start is not None and parsed.start >= len(request.prefill):
             index = _token_at(raw.tokens, raw.text, parsed.start - len(request.prefill))
@@ -235,11 +239,12 @@ def finish(
         else:
             index = None
         if index is not None:
-            expected, mass = expected_score(
-                raw.tokens[index].top, low=request.low, high=request.high
-            )
-            if expected is not None and mass < request.min_mass:
-                expected = None
+            probs = score_distribution(raw.tokens[index].top, low=request.low, high=request.high)
+            mass = sum(probs)
+            if mass > 0 and mass >= request.min_mass:
+                expected = sum(p * (request.low + i) for i, p in enumerate(probs)) / mass
+            else:
+                probs = None
     score = expected if expected is not None else parsed.value
     reason = None
     if score is None:
@@ -252,6 +257,7 @@ def finish(
         parsed=parsed.value,
         expected=expected,
         mass=mass,
+        probs=probs,
         text=full,
         prompt_tokens=raw.prompt_tokens,
         completion_tokens=raw.completion_tokens,

@@ -1,0 +1,251 @@
+"""Labelled rollouts for audits: the public sets in ``../shared/data``, or any JSONL.
+
+Each adapter returns :class:`Labelled` items: a :class:`~exprl_rewards.rollout.Rollout`
+(question, human reference, response) and its label, either an outcome (1: the final
+answer is right) or, for step-labelled traces, the index of the first wrong step (-1:
+none). Step-labelled traces are joined with blank lines, so the ``blank-line`` slicer
+gives back exactly the labelled steps (a blank line inside a step, as in some PRMBench
+steps, becomes a single line break); an adapter checks this and says which trace
+breaks it.
+
+==========================  ===========  =========================================
+name                        labels       reference the judge sees
+==========================  ===========  =========================================
+``processbench-gsm8k``      first error  GSM8K's human solution (all 400 matched)
+``processbench-math``       first error  MATH-500's solution (the matched subset)
+``gsm8k-solutions``         outcome      GSM8K's human solution
+``qwen25-math``             outcome      MATH's human solution (``gt_cot``)
+``bigbench-mistake``        first error  the target answer only (none is given)
+``prmbench``                first error  the unmodified PRM800K solution
+``jsonl:PATH``              outcome      ``--reference-field``; ``--label-field``
+==========================  ===========  =========================================
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from ..jsonl import MISSING, FieldMap, get_path, read_rollouts
+from ..rollout import Rollout
+from ..slicers import get_slicer
+
+__all__ = ["DATASETS", "Labelled", "load_dataset"]
+
+_INNER_BLANK = re.compile(r"\n[ \t]*\n\s*")
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """A rollout and what is known about it.
+
+    Attributes:
+        rollout: the rollout (its ``group_id`` is the question).
+        label: 1 when the final answer is right, 0 when wrong, None when unknown.
+        first_error: index of the first wrong step, -1 when every step is right, None
+            for outcome-only data.
+    """
+
+    rollout: Rollout
+    label: int | None
+    first_error: int | None = None
+
+    @property
+    def step_labelled(self) -> bool:
+        return self.first_error is not None
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                yield number, json.loads(line)
+
+
+def _gsm8k_references(data: Path) -> dict[str, str]:
+    path = data / "references" / "gsm8k_test.jsonl"
+    return {row["question"].strip(): row["answer"] for _, row in _read_jsonl(path)}
+
+
+def _steps(
+    name: str,
+    key: str,
+    question: str,
+    reference: str,
+    steps: list[str],
+    first_error: int,
+    group: str | None = None,
+) -> Labelled:
+    steps = [_INNER_BLANK.sub("\n", s.strip()) for s in steps]
+    response = "\n\n".join(steps)
+    found = len(get_slicer("blank-line").split(response))
+    if found != len(steps) or any(not s or "\n\n" in s for s in steps):
+        raise InputError(
+            f"{name} {key}: field 'steps': {len(steps)} steps do not join into as many "
+            f"blank-line segments ({found}); a step is empty or holds a blank line"
+        )
+    rollout = Rollout(
+        id=f"{name}/{key}",
+        group_id=f"{name}/{group or key}",
+        question=question,
+        reference=reference,
+        response=response,
+        metadata={"dataset": name},
+    )
+    return Labelled(rollout, int(first_error < 0), first_error)
+
+
+def _processbench(split: str) -> Callable[[Path], list[Labelled]]:
+    def load(data: Path) -> list[Labelled]:
+        rows = json.loads((data / "step_labels" / "processbench" / f"{split}.json").read_text())
+        if split == "gsm8k":
+            refs = _gsm8k_references(data)
+        else:
+            path = data / "references" / "math500_test.jsonl"
+            refs = {row["problem"].strip(): row["solution"] for _, row in _read_jsonl(path)}
+        return [
+            _steps(
+                f"processbench-{split}",
+                row["id"],
+                row["problem"],
+                refs[row["problem"].strip()],
+                row["steps"],
+                int(row["label"]),
+            )
+            for row in rows
+            if row["problem"].strip() in refs
+        ]
+
+    return load
+
+
+def _gsm8k_solutions(data: Path) -> list[Labelled]:
+    models = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
+    path = data / "outcome_labels" / "gsm8k_example_model_solutions.jsonl"
+    out = []
+    for number, row in _read_jsonl(path):
+        for model in models:
+            solution = row[model]
+            out.append(
+                Labelled(
+                    Rollout(
+                        id=f"gsm8k-{number}/{model}",
+                        group_id=f"gsm8k-{number}",
+                        question=row["question"],
+                        reference=row["ground_truth"],
+                        response=solution["solution"],
+                        metadata={"model": model},
+                    ),
+                    int(bool(solution["is_correct"])),
+                )
+            )
+    return out
+
+
+def _qwen25_math(data: Path) -> list[Labelled]:
+    path = data / "outcome_labels" / "qwen25math_math_cot_100_rm_maj.jsonl"
+    out = []
+    for _, row in _read_jsonl(path):
+        for i, (response, right) in enumerate(zip(row["response"], row["score"], strict=True)):
+            rollout = Rollout(
+                id=f"qwen25-math-{row['idx']}/{i}",
+                group_id=f"qwen25-math-{row['idx']}",
+                question=row["question"],
+                reference=row["gt_cot"],
+                response=response,
+            )
+            out.append(Labelled(rollout, int(bool(right))))
+    return out
+
+
+def _bigbench_mistake(data: Path) -> list[Labelled]:
+    path = data / "step_labels" / "bigbench_mistake_multistep_arithmetic.jsonl"
+    return [
+        _steps(
+            "bigbench-mistake",
+            str(number),
+            row["input"],
+            f"The answer is {row['target']}.",
+            row["steps"],
+            -1 if row["mistake_index"] is None else int(row["mistake_index"]),
+        )
+        for number, row in _read_jsonl(path)
+    ]
+
+
+def _prmbench(data: Path) -> list[Labelled]:
+    path = data / "step_labels" / "prmbench_subset400_target_data.jsonl"
+    out = []
+    for _, row in _read_jsonl(path):
+        errors = [int(e) - 1 for e in row["error_steps"]]  # 1-based in the file
+        reference = "\n\n".join(s.strip() for s in row["original_process"])
+        out.append(
+            _steps(
+                "prmbench",
+                f"{row['classification']}/{row['idx']}",
+                row["modified_question"],
+                reference,
+                row["modified_process"],
+                min(errors) if errors else -1,
+                group=hashlib.sha256(row["original_question"].encode()).hexdigest()[:12],
+            )
+        )
+    return out
+
+
+DATASETS: dict[str, Callable[[Path], list[Labelled]]] = {
+    "processbench-gsm8k": _processbench("gsm8k"),
+    "processbench-math": _processbench("math"),
+    "gsm8k-solutions": _gsm8k_solutions,
+    "qwen25-math": _qwen25_math,
+    "bigbench-mistake": _bigbench_mistake,
+    "prmbench": _prmbench,
+}
+
+
+def _label(value: Any, where: str) -> int:
+    if isinstance(value, bool) or value in (0, 1):
+        return int(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return int(value.strip().lower() in ("true", "1"))
+    raise InputError(f"{where}: expected a 0/1 or true/false label, got {value!r}")
+
+
+def _jsonl(path: Path, fields: FieldMap, label_field: str) -> list[Labelled]:
+    rows, errors = read_rollouts(str(path), fields)
+    if errors:
+        raise InputError(f"{len(errors)} bad rows; the first: {errors[0]}")
+    out = []
+    for row in rows:
+        where = f"{path}:{row.line}: field {label_field!r}"
+        value = get_path(row.data, label_field)
+        if value is MISSING or value is None:
+            raise InputError(f"{where}: missing")
+        out.append(Labelled(row.rollout, _label(value, where)))
+    return out
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | Path,
+    *,
+    fields: FieldMap | None = None,
+    label_field: str = "correct",
+) -> list[Labelled]:
+    """Load a labelled set by name (see the table above), or ``jsonl:PATH``."""
+    if name.startswith("jsonl:"):
+        return _jsonl(Path(name[len("jsonl:") :]), fields or FieldMap(), label_field)
+    if name not in DATASETS:
+        raise InputError(
+            f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)} or jsonl:PATH"
+        )
+    data = Path(data_dir)
+    if not data.is_dir():
+        raise InputError(f"data folder {data} does not exist (pass --data-dir)")
+    return DATASETS[name](data)

@@ -1,0 +1,133 @@
+"""``python -m exprl_rewards.audit --data NAME --out DIR``: measure a judge against labels.
+
+Judges labelled rollouts through the same pipeline, prompts and cache as training,
+fits calibrators on one split of the questions and reports on the other: ECE, Brier,
+AUROC, accuracy, kappa, the judge-corrected pass rate, the ProcessBench metric for
+step labels, parse failures, length and position bias, and prompt-injection success.
+See :mod:`exprl_rewards.audit.report` for the files written.
+
+The default template is the mode's score-only form: calibration is about the score
+distribution, and a small judge rarely finishes a reasoning template with a score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..audit.datasets import DATASETS, load_dataset
+from ..audit.report import write_report
+from ..audit.run import AuditOptions, audit
+from ..calibration import CALIBRATORS
+from ..errors import ExpRLError
+from ..jsonl import FieldMap
+from ..judges.cache import JudgeCache
+from ..pipeline import RewardPipeline
+from ..slicers import PRESETS
+from ..templates import MODES, TEMPLATES, Mode, load_template
+from .judge_args import add_judge_arguments, make_judge
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m exprl_rewards.audit",
+        description="Audit an LLM judge against labelled rollouts: calibration, bias, injection.",
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        help=f"{', '.join(DATASETS)}, or jsonl:PATH (outcome labels in --label-field)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=os.environ.get("EXPRL_DATA", "../shared/data"),
+        help="folder of the public sets (default: $EXPRL_DATA or %(default)s)",
+    )
+    p.add_argument("--label-field", default="correct", help="0/1 label field for jsonl:PATH")
+    p.add_argument("--limit", type=int, help="audit the first N questions only")
+    p.add_argument("-o", "--out", required=True, help="report folder")
+    g = p.add_argument_group("what the judge grades")
+    g.add_argument(
+        "--mode",
+        choices=MODES,
+        help="default: process-prefix for step labels, outcome otherwise",
+    )
+    g.add_argument(
+        "--template", help="a built-in or a .jinja file; default: the mode's score-only form"
+    )
+    g.add_argument(
+        "--slicer",
+        default="blank-line",
+        choices=sorted(PRESETS),
+        help="(default: blank-line, which gives back the labelled steps)",
+    )
+    a = p.add_argument_group("audit")
+    a.add_argument("--calibrator", choices=CALIBRATORS, default="platt", help="(default: platt)")
+    a.add_argument("--fit-fraction", type=float, default=0.5, help="(default: 0.5)")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--threshold", type=float, default=0.5, help="(default: 0.5)")
+    a.add_argument("--probes", type=int, default=50, help="injection probes (default: 50)")
+    a.add_argument("--bootstrap", type=int, default=1000, help="resamples (default: 1000)")
+    a.add_argument("--batch-size", type=int, default=64)
+    add_judge_arguments(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args = _parser().parse_args(argv)
+    start = time.perf_counter()
+    try:
+        items = load_dataset(
+            args.data, args.data_dir, fields=FieldMap(), label_field=args.label_field
+        )
+        if args.limit is not None:
+            keep = list(dict.fromkeys(i.rollout.group_id for i in items))[: args.limit]
+            chosen = set(keep)
+            items = [i for i in items if i.rollout.group_id in chosen]
+        step_labels = all(i.step_labelled for i in items)
+        mode: Mode = args.mode or ("process-prefix" if step_labels else "outcome")
+        if mode != "outcome" and not step_labels:
+            raise ExpRLError(f"--mode {mode} needs step labels; {args.data} has outcome labels")
+        template = args.template or f"{mode}-score-only"
+        if template not in TEMPLATES:
+            template = load_template(Path(template), mode=mode)
+        cache = None if args.no_cache else JudgeCache(args.cache)
+        judge = make_judge(args, cache)
+        pipeline = RewardPipeline(
+            judge, mode=mode, template=template, slicer=args.slicer,
+            prefill=not args.no_prefill,
+        )  # fmt: skip
+        options = AuditOptions(
+            fit_fraction=args.fit_fraction, seed=args.seed, calibrator=args.calibrator,
+            threshold=args.threshold, probes=args.probes, bootstrap=args.bootstrap,
+            batch_size=args.batch_size,
+        )  # fmt: skip
+        meta = {
+            "dataset": args.data,
+            "limit": args.limit,
+            "judge": f"{getattr(judge, 'backend', '?')}:{getattr(judge, 'model', '?')}",
+            "template_name": pipeline.template.name,
+        }
+        report, samples, calibrators = audit(pipeline, items, options, meta=meta)
+    except ExpRLError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    report["wall_s"] = round(time.perf_counter() - start, 1)
+    path = write_report(
+        args.out, report, samples, calibrators, headline=args.calibrator,
+        low=pipeline.template.low, high=pipeline.template.high,
+    )  # fmt: skip
+    print(path.read_text(), end="")
+    print(f"\nreport: {path.parent}/ ({report['wall_s']} s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

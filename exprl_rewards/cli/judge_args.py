@@ -1,0 +1,88 @@
+"""The judge options every command shares, and the judge they build."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ..errors import ExpRLError
+from ..judges.base import Judge
+from ..judges.cache import JudgeCache
+from ..local_model import DEFAULT_MODEL_NAME, cache_dir
+
+__all__ = ["add_judge_arguments", "make_judge"]
+
+
+def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the "judge" option group: server, model, limits, prefill, cache."""
+    j = parser.add_argument_group("judge")
+    j.add_argument(
+        "--base-url",
+        action="append",
+        help="OpenAI-compatible server URL (.../v1); repeat for replicas",
+    )
+    j.add_argument("--model", help="model name on the server (with --base-url)")
+    j.add_argument(
+        "--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key"
+    )
+    j.add_argument(
+        "--vllm-model", help="a model directory or name to run with vLLM in this process"
+    )
+    j.add_argument(
+        "--max-tokens",
+        type=int,
+        help="judge generation limit (default: 2048 as released; 384 for the embedded judge)",
+    )
+    j.add_argument(
+        "--top-logprobs",
+        type=int,
+        default=20,
+        help="logprobs per token for logprob-weighted scores (0: off)",
+    )
+    j.add_argument(
+        "--concurrency", type=int, default=32, help="requests in flight (OpenAI-compatible servers)"
+    )
+    j.add_argument("--timeout", type=float, default=120.0, help="seconds per request attempt")
+    j.add_argument(
+        "--no-prefill",
+        action="store_true",
+        help="do not start the judge's answer (for servers without continue_final_message)",
+    )
+    j.add_argument(
+        "--cache",
+        default=str(cache_dir() / "judge.sqlite"),
+        help="judge cache file (default: %(default)s)",
+    )
+    j.add_argument("--no-cache", action="store_true", help="do not read or write the judge cache")
+
+
+def make_judge(args: argparse.Namespace, cache: JudgeCache | None) -> Judge:
+    """The judge the options name: a server, a local vLLM model, or the embedded default."""
+    top = args.top_logprobs or None
+    if args.base_url:
+        if not args.model:
+            raise ExpRLError("--base-url needs --model, the name the server serves")
+        from ..judges.openai import OpenAIJudge
+
+        return OpenAIJudge(
+            args.model, base_url=args.base_url, api_key_env=args.api_key_env,
+            max_tokens=args.max_tokens or 2048, top_logprobs=top, concurrency=args.concurrency,
+            timeout=args.timeout, cache=cache, prefill=not args.no_prefill,
+        )  # fmt: skip
+    from ..judges.vllm import VLLMJudge
+
+    if args.vllm_model:
+        return VLLMJudge(
+            args.vllm_model, max_tokens=args.max_tokens or 2048, top_logprobs=top, cache=cache
+        )
+    from ..local_model import default_model_dir
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault(
+        "VLLM_LOGGING_LEVEL", "WARNING"
+    )  # its start-up log would bury the summary
+    return VLLMJudge(
+        default_model_dir(), name=DEFAULT_MODEL_NAME, engine_process=False, max_model_len=2048,
+        enforce_eager=True, max_tokens=args.max_tokens or 384, top_logprobs=top, cache=cache,
+    )  # fmt: skip
