@@ -158,6 +158,7 @@ class FaultServer(ThreadingHTTPServer):
     """Serve the misbehaving API on a free port of 127.0.0.1 until closed."""
 
     daemon_threads = True
+    request_queue_size = 256  # socketserver's 5 refuses bursts of concurrent clients
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)

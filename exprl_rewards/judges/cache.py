@@ -21,6 +21,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from .base import RawOutput
 
@@ -52,10 +53,14 @@ class JudgeCache:
 
     def __init__(self, path: str | Path, *, timeout: float = 30.0) -> None:
         self.path = Path(path)
+        self.timeout = timeout
+        self._open()
+
+    def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(
-            self.path, timeout=timeout, check_same_thread=False, isolation_level=None
+            self.path, timeout=self.timeout, check_same_thread=False, isolation_level=None
         )
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -63,6 +68,14 @@ class JudgeCache:
             self._db.execute(_SCHEMA)
         self.hits = 0
         self.misses = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A pickled cache (a reward function sent to a worker process) reopens the file.
+        return {"path": self.path, "timeout": self.timeout}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.path, self.timeout = state["path"], state["timeout"]
+        self._open()
 
     def get_many(self, keys: Iterable[str]) -> dict[str, RawOutput]:
         """Return the cached outputs among ``keys`` (missing keys are left out)."""

@@ -167,6 +167,17 @@ class OpenAIJudge:
             weakref.WeakKeyDictionary()
         )
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Clients and semaphores belong to event loops in this process: a pickled judge
+        # (a reward function sent to a worker) makes its own on first use.
+        state = self.__dict__.copy()
+        state["_per_loop"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._per_loop = weakref.WeakKeyDictionary()
+
     def sampling(self) -> dict[str, Any]:
         """The parameters that shape the output (part of the cache key)."""
         return {

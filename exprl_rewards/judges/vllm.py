@@ -83,6 +83,16 @@ class VLLMJudge:
         self._llm: Any = None
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The engine stays in this process; a pickled judge starts its own when used.
+        state = self.__dict__.copy()
+        state["_llm"] = state["_lock"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     @property
     def llm(self) -> Any:
         """The ``vllm.LLM`` engine, started on first use (a run served from the cache

@@ -1,0 +1,56 @@
+"""What every trainer adapter shares: a number for an unscored rollout, said out loud.
+
+Trainers that take ``None`` (TRL) get ``None``. Those that need a number for every
+sample (verl, OpenRLHF) get a *neutral* one, and a flag that says it was filled in:
+
+- ``"group-mean"`` (default): the mean score of the scored rollouts of the same prompt
+  in the batch, so the filled rollout gets zero advantage under GRPO-style baselines;
+  ``neutral`` when no rollout of the prompt was scored;
+- a number: that value for every unscored rollout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..pipeline import RolloutResult
+
+__all__ = ["UnscoredPolicy", "fill_unscored"]
+
+UnscoredPolicy = Literal["group-mean"] | float
+
+
+def fill_unscored(
+    results: Sequence[RolloutResult], policy: UnscoredPolicy = "group-mean", neutral: float = 0.5
+) -> list[float]:
+    """Each rollout's score, with unscored ones filled in by ``policy``.
+
+    >>> from exprl_rewards.pipeline import RolloutResult
+    >>> def r(score, group="q"):
+    ...     reason = None if score is not None else "parse"
+    ...     return RolloutResult("x", group, score, reason, None, ())
+    >>> fill_unscored([r(1.0), r(0.5), r(None), r(None, "other")])
+    [1.0, 0.5, 0.75, 0.5]
+    >>> fill_unscored([r(1.0), r(None)], 0.0)
+    [1.0, 0.0]
+    """
+    if policy != "group-mean":
+        try:
+            value = float(policy)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"unscored policy must be 'group-mean' or a number, got {policy!r}"
+            ) from None
+        return [value if r.score is None else r.score for r in results]
+    by_group: dict[str, list[float]] = {}
+    for r in results:
+        if r.score is not None:
+            by_group.setdefault(r.group_id, []).append(r.score)
+    return [
+        r.score if r.score is not None else float(np.mean(by_group.get(r.group_id) or [neutral]))
+        for r in results
+    ]

@@ -1,0 +1,246 @@
+"""verl: ``compute_score`` functions and process rewards as a token-level matrix.
+
+verl's reward managers call a custom ``compute_score`` (``custom_reward_function.path``
+and ``.name`` in its config, options from ``reward_kwargs``):
+
+- ``NaiveRewardManager``: ``compute_score(data_source, solution_str, ground_truth,
+  extra_info, **reward_kwargs)`` once per response;
+- ``BatchRewardManager``: ``compute_score(data_sources=, solution_strs=, ground_truths=,
+  extra_infos=, **reward_kwargs)`` once per batch (use :func:`compute_score_batch`;
+  it judges the whole batch concurrently).
+
+Both return dicts with the **same keys for every sample**, as verl requires to build
+its ``reward_extra_info``: ``score`` (the reward), ``exprl_raw`` (the judge's score on
+its scale, NaN when unscored), ``exprl_unscored`` (1.0 when the judge gave no score).
+
+The hidden reference comes from ``extra_info["solution"]`` and the question from
+``extra_info["question"]`` (the released ExpRL data layout); ``ground_truth`` is the
+fallback reference. verl needs a number for every response, so an unscored response
+gets a **neutral** value, never a silent 0: by default the mean score of the scored
+responses to the same question in the batch (zero advantage under GRPO), or
+``neutral`` (0.5) when none was scored; ``exprl_unscored`` says which ones.
+
+:class:`VerlReward` holds the pipeline; the module-level functions build one from
+``reward_kwargs`` (``base_url``, ``model``, ``mode``, ``template``, ``slicer``,
+``calibration``, ``cache``...) or ``$EXPRL_JUDGE_BASE_URL`` / ``$EXPRL_JUDGE_MODEL``,
+once per configuration and process.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from ..calibration import load_calibrator
+from ..errors import ConfigError, InputError
+from ..judges.openai import OpenAIJudge
+from ..pipeline import RewardPipeline
+from ..rollout import Rollout
+from .common import UnscoredPolicy, fill_unscored
+
+__all__ = [
+    "VerlReward",
+    "compute_score",
+    "compute_score_batch",
+    "token_offsets",
+]
+
+
+def token_offsets(
+    decode: Callable[[Sequence[int]], str], ids: Sequence[int], *, window: int = 8
+) -> tuple[str, list[tuple[int, int]]]:
+    """The decoded text and each token's ``(start, end)`` characters in it.
+
+    ``decode`` is the tokenizer's (e.g. ``tokenizer.decode``). Each token's text is what
+    decoding it adds after the ``window`` tokens before it, so a character made of
+    several byte tokens lands on the token that completes it. When the pieces do not
+    add up to the full decode (a tokenizer that rewrites text across tokens), every
+    prefix is decoded instead: exact, slower.
+    """
+    text = decode(list(ids))
+    offsets: list[tuple[int, int]] = []
+    position = 0
+    for i in range(len(ids)):
+        lo = max(0, i - window)
+        before = decode(list(ids[lo:i])) if i > lo else ""
+        piece = decode(list(ids[lo : i + 1]))[len(before) :]
+        offsets.append((position, position + len(piece)))
+        position += len(piece)
+    if position != len(text):
+        offsets, position = [], 0
+        for i in range(len(ids)):
+            end = max(position, len(decode(list(ids[: i + 1]))))
+            offsets.append((position, end))
+            position = end
+    return text, offsets
+
+
+class VerlReward:
+    """ExpRL rewards in verl's shapes.
+
+    Args:
+        pipeline: the judge, mode, template and calibration.
+        unscored: ``"group-mean"`` (default) or a number given to unscored responses.
+        neutral: the value when a whole group is unscored under ``"group-mean"``.
+    """
+
+    def __init__(
+        self,
+        pipeline: RewardPipeline,
+        *,
+        unscored: UnscoredPolicy = "group-mean",
+        neutral: float = 0.5,
+    ) -> None:
+        self.pipeline, self.unscored, self.neutral = pipeline, unscored, neutral
+
+    def rollouts(
+        self,
+        solution_strs: Sequence[str],
+        ground_truths: Sequence[Any],
+        extra_infos: Sequence[Mapping[str, Any] | None],
+        token_offsets: Sequence[Sequence[tuple[int, int]] | None] | None = None,
+    ) -> list[Rollout]:
+        out = []
+        for i, (response, truth, extra) in enumerate(
+            zip(solution_strs, ground_truths, extra_infos, strict=True)
+        ):
+            extra = extra or {}
+            reference = extra.get("solution", truth)
+            if not isinstance(reference, str) or not reference.strip():
+                raise InputError(
+                    f"sample {i}: no reference solution: extra_info['solution'] is missing and "
+                    f"ground_truth is {truth!r:.60}"
+                )
+            question = extra.get("question", "")
+            if not isinstance(question, str):
+                raise InputError(f"sample {i}: extra_info['question'] is not a string")
+            group = str(extra.get("index", extra.get("uid", f"{question}\x00{reference}")))
+            offsets = token_offsets[i] if token_offsets is not None else None
+            out.append(
+                Rollout(
+                    id=str(i), group_id=group, question=question, reference=reference,
+                    response=response, token_offsets=tuple(offsets) if offsets else None,
+                )
+            )  # fmt: skip
+        return out
+
+    def score_batch(
+        self,
+        solution_strs: Sequence[str],
+        ground_truths: Sequence[Any],
+        extra_infos: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> list[dict[str, float]]:
+        """One dict per response: ``score``, ``exprl_raw``, ``exprl_unscored``."""
+        extras = list(extra_infos) if extra_infos is not None else [None] * len(solution_strs)
+        batch = self.pipeline.score_sync(self.rollouts(solution_strs, ground_truths, extras))
+        filled = fill_unscored(batch.results, self.unscored, self.neutral)
+        out = []
+        for value, r in zip(filled, batch.results, strict=True):
+            raws = [s.raw for s in r.segments if s.raw is not None]
+            raw = raws[-1] if raws and r.score is not None else math.nan
+            out.append({"score": value, "exprl_raw": raw, "exprl_unscored": float(r.score is None)})
+        return out
+
+    def token_level_rewards(
+        self,
+        solution_strs: Sequence[str],
+        token_offsets: Sequence[Sequence[tuple[int, int]]],
+        response_length: int,
+        ground_truths: Sequence[Any],
+        extra_infos: Sequence[Mapping[str, Any] | None] | None = None,
+        *,
+        values: Literal["score", "advantage"] = "score",
+        place: Literal["all", "last"] = "last",
+    ) -> tuple[npt.NDArray[np.float32], dict[str, list[float]]]:
+        """The ``[batch, response_length]`` reward matrix of a process judge.
+
+        Args:
+            solution_strs: the decoded responses.
+            token_offsets: each response token's ``(start, end)`` characters in its
+                string (see :func:`token_offsets`); tokens past ``response_length``
+                are cut, padding stays 0.
+            response_length: the padded response width of the batch.
+            values: each segment's calibrated ``score`` (verl computes advantages) or
+                its ExpRL ``advantage`` (the pipeline's process estimator).
+            place: the value at every token of its segment (``all``) or at the
+                segment's last token only (``last``, the usual for token rewards).
+
+        Returns:
+            ``(matrix, extra)``: float32 rewards, and per-sample ``exprl_score`` and
+            ``exprl_unscored`` lists. An unscored response's row is all 0, flagged.
+        """
+        extras = list(extra_infos) if extra_infos is not None else [None] * len(solution_strs)
+        rollouts = self.rollouts(solution_strs, ground_truths, extras, token_offsets)
+        batch = self.pipeline.score_sync(rollouts)
+        matrix = np.zeros((len(rollouts), response_length), dtype=np.float32)
+        for row, r in enumerate(batch.results):
+            if r.score is None:
+                continue
+            for seg in r.segments:
+                value = seg.score if values == "score" else seg.advantage
+                if value is None or seg.tokens is None or seg.tokens[1] <= seg.tokens[0]:
+                    continue
+                start, end = seg.tokens[0], min(seg.tokens[1], response_length)
+                if start >= end:
+                    continue
+                if place == "all":
+                    matrix[row, start:end] = value
+                else:
+                    matrix[row, end - 1] = value
+        return matrix, {
+            "exprl_score": [math.nan if r.score is None else r.score for r in batch.results],
+            "exprl_unscored": [float(r.score is None) for r in batch.results],
+        }
+
+
+@functools.lru_cache(maxsize=8)
+def _default(config: str) -> VerlReward:
+    options: dict[str, Any] = json.loads(config)
+    base_url = options.pop("base_url", None) or os.environ.get("EXPRL_JUDGE_BASE_URL")
+    model = options.pop("model", None) or os.environ.get("EXPRL_JUDGE_MODEL")
+    if not base_url or not model:
+        raise ConfigError(
+            "no judge configured: set reward_kwargs base_url and model (or "
+            "$EXPRL_JUDGE_BASE_URL and $EXPRL_JUDGE_MODEL)"
+        )
+    judge_keys = ("top_logprobs", "concurrency", "timeout", "max_tokens", "prefill", "cache")
+    judge_options = {k: options.pop(k) for k in judge_keys if k in options}
+    judge_options.setdefault("top_logprobs", 20)
+    judge = OpenAIJudge(model, base_url=base_url, **judge_options)
+    reward_options = {k: options.pop(k) for k in ("unscored", "neutral") if k in options}
+    if "calibration" in options:
+        options["calibrator"] = load_calibrator(options.pop("calibration"))
+    return VerlReward(RewardPipeline(judge, **options), **reward_options)
+
+
+def _reward(kwargs: Mapping[str, Any]) -> VerlReward:
+    return _default(json.dumps(dict(kwargs), sort_keys=True, default=str))
+
+
+def compute_score(
+    data_source: str,
+    solution_str: str,
+    ground_truth: Any,
+    extra_info: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> dict[str, float]:
+    """verl's per-sample custom reward: one judge call (or one per step) per response."""
+    return _reward(kwargs).score_batch([solution_str], [ground_truth], [extra_info])[0]
+
+
+def compute_score_batch(
+    data_sources: Sequence[str],
+    solution_strs: Sequence[str],
+    ground_truths: Sequence[Any],
+    extra_infos: Sequence[Mapping[str, Any] | None] | None = None,
+    **kwargs: Any,
+) -> list[dict[str, float]]:
+    """verl's batch custom reward (``reward_manager=batch``): the batch judged at once."""
+    return _reward(kwargs).score_batch(solution_strs, ground_truths, extra_infos)
