@@ -7,11 +7,17 @@ trainers and the real judge are in ``test_trainers.py``.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import pickle
+import re
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -261,3 +267,51 @@ def test_slow_judging_becomes_an_explicit_504(fault: FaultServer) -> None:
         reply = requests.post(running.url + "/get_reward", json=body, timeout=30)
     assert reply.status_code == 504
     assert "longer than 0.5 s" in reply.json()["error"]
+
+
+# --- the README's snippets ------------------------------------------------------------
+
+
+def readme_snippet(name: str) -> tuple[str, str]:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    match = re.search(rf"<!-- readme-test: {name} -->\n```(\w+)\n(.*?)```", readme, re.S)
+    assert match, f"README snippet {name!r} not found"
+    return match.group(1), match.group(2)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("name", ["trl", "verl"])
+def test_readme_python_snippets_run(name: str, fault: FaultServer, tmp_path: Path) -> None:
+    _, code = readme_snippet(name)
+    code = code.replace("http://127.0.0.1:8000/v1", fault.url)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
+    printed = ast.literal_eval(out.stdout.strip())
+    if name == "trl":
+        assert len(printed) == 1
+        assert 0.0 <= printed[0] <= 1.0
+    else:
+        assert set(printed) == {"score", "exprl_raw", "exprl_unscored"}
+        assert printed["exprl_unscored"] == 0.0
+
+
+def test_readme_openrlhf_snippet_runs(fault: FaultServer, tmp_path: Path) -> None:
+    language, script = readme_snippet("openrlhf")
+    assert language == "bash"
+    root = Path(__file__).resolve().parents[1]
+    script = script.replace("http://127.0.0.1:8000/v1", fault.url)
+    script = script.replace("8787", str(free_port())).replace(".venv/bin/python", sys.executable)
+    out = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, timeout=120, cwd=root
+    )
+    assert out.returncode == 0, out.stderr
+    reply = json.loads(out.stdout)
+    assert set(reply) == {"rewards", "scores", "extra_logs"}
+    assert len(reply["rewards"]) == 1
+    assert 0.0 <= reply["rewards"][0] <= 1.0
