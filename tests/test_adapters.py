@@ -141,7 +141,7 @@ def test_verl_token_level_rewards_from_real_tokenizer_offsets(fault: FaultServer
     reward = VerlReward(RewardPipeline(judge, mode="process-segment", slicer="newline"))
     texts = ["Step one ✓ [[score 5]]\nStep two [[score 1]]", "Only step [[score 3]]"]
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    decoded, offsets = zip(*(token_offsets(tokenizer.decode, i) for i in ids), strict=True)
+    decoded, offsets = zip(*(token_offsets(tokenizer, i) for i in ids), strict=True)
     assert list(decoded) == texts
     for text, offs in zip(decoded, offsets, strict=True):
         assert "".join(text[s:e] for s, e in offs) == text
