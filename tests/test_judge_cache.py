@@ -86,3 +86,20 @@ def test_concurrent_processes_and_threads_lose_nothing(tmp_path: Path) -> None:
     assert len(cache) == 6 * 200
     got = cache.get_many([f"p1-{i}" for i in range(200)])
     assert [got[f"p1-{i}"].text for i in range(5)] == [f"Score: {i % 5 + 1}" for i in range(5)]
+
+
+def test_a_pickled_cache_reopens_its_file(tmp_path: Path) -> None:
+    """Reward functions are pickled to trainer workers: the cache goes with them."""
+    import pickle
+
+    from exprl_rewards.judges import OpenAIJudge
+
+    cache = JudgeCache(tmp_path / "c.sqlite")
+    cache.put_many([("k", "m", RawOutput("Score: 3"))])
+    judge = OpenAIJudge("m", base_url="http://127.0.0.1:9/v1", cache=cache)
+    copy = pickle.loads(pickle.dumps(judge))
+    assert copy.cache is not None
+    assert copy.cache.path == cache.path
+    assert copy.cache.get_many(["k"])["k"].text == "Score: 3"
+    copy.cache.put_many([("k2", "m", RawOutput("Score: 4"))])
+    assert cache.get_many(["k2"])["k2"].text == "Score: 4"

