@@ -176,3 +176,21 @@ def test_in_process_vllm_judge_agrees_with_the_server(
         assert a.expected is not None
         assert b.expected is not None
         assert abs(a.expected - b.expected) < 0.3
+
+
+def test_one_overlong_prompt_leaves_the_rest_of_the_batch_scored(
+    vllm_judge: object, data_dir: Path
+) -> None:
+    """vLLM rejects a whole batch for one prompt longer than the context: only it fails."""
+    requests = outcome_requests(data_dir, "outcome-score-only", questions=1)
+    long = JudgeRequest.from_template(
+        get_template("outcome-score-only"), key="long", question="Q?", reference="R.",
+        response="The answer is 4. " * 600,  # ~3,600 tokens; the context is 2,048
+    )  # fmt: skip
+    batch = [*requests[:2], long, *requests[2:]]
+    results = judge_sync(vllm_judge, batch)  # type: ignore[arg-type]
+    assert [r.key for r in results] == [r.key for r in batch]
+    assert results[2].score is None
+    assert results[2].reason is not None
+    assert "maximum context length is 2048" in results[2].reason
+    assert all(r.scored for i, r in enumerate(results) if i != 2)

@@ -172,11 +172,13 @@ class VLLMJudge:
                 )
         except Exception as e:
             if len(todo) > 1:
-                # vLLM rejects a whole batch for one bad prompt (too long, say): retry one
-                # by one, so only the bad request ends unscored.
-                results: dict[int, Judgement] = {}
-                for i in todo:
-                    results.update(self._generate(requests, keys, [i], prefilled))
+                # vLLM rejects a whole batch for one bad prompt (longer than the context,
+                # say): split it in halves and retry each, so the good requests stay
+                # batched (about 2 log2(n) calls for one bad request, not n) and only the
+                # bad one ends unscored, with vLLM's message.
+                half = len(todo) // 2
+                results = self._generate(requests, keys, todo[:half], prefilled)
+                results.update(self._generate(requests, keys, todo[half:], prefilled))
                 return results
             elapsed = time.perf_counter() - start
             reason = f"backend: vLLM failed: {type(e).__name__}: {e}"[:300]
