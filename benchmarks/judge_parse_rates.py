@@ -152,7 +152,7 @@ def main() -> None:
     header = ("template", "n", "unparsed", "rate", "logprob", "2nd-pass hits", "1st s", "2nd s")
     print("{:<28} {:>4} {:>9} {:>6} {:>8} {:>13} {:>7} {:>6}  same".format(*header))
     for name, n, bad, logprob, hits, s1, s2, same, _ in rows:
-        hit_rate = f"{hits} ({hits / n:.0%})"
+        hit_rate = f"{hits} ({hits / n:.1%})"
         print(
             f"{name:<28} {n:>4} {bad:>9} {bad / n:>6.1%} {logprob:>8} {hit_rate:>13} "
             f"{s1:>7.1f} {s2:>6.2f}  {same}"
