@@ -13,6 +13,7 @@ distribution, and a small judge rarely finishes a reasoning template with a scor
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 import time
@@ -50,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
         help="folder of the public sets (default: $EXPRL_DATA or %(default)s)",
     )
     p.add_argument("--label-field", default="correct", help="0/1 label field for jsonl:PATH")
-    p.add_argument("--limit", type=int, help="audit the first N questions only")
+    p.add_argument("--limit", type=int, help="audit a seeded sample of N questions")
     p.add_argument("-o", "--out", required=True, help="report folder")
     g = p.add_argument_group("what the judge grades")
     g.add_argument(
@@ -88,8 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.data, args.data_dir, fields=FieldMap(), label_field=args.label_field
         )
         if args.limit is not None:
-            keep = list(dict.fromkeys(i.rollout.group_id for i in items))[: args.limit]
-            chosen = set(keep)
+            # A seeded sample of questions, not the first N: files are often sorted
+            # (ProcessBench lists its erroneous traces first).
+            groups = sorted(
+                dict.fromkeys(i.rollout.group_id for i in items),
+                key=lambda g: hashlib.sha256(f"limit:{args.seed}:{g}".encode()).digest(),
+            )
+            chosen = set(groups[: args.limit])
             items = [i for i in items if i.rollout.group_id in chosen]
         step_labels = all(i.step_labelled for i in items)
         mode: Mode = args.mode or ("process-prefix" if step_labels else "outcome")
