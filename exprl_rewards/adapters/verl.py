@@ -68,8 +68,12 @@ def token_offsets(
     >>> token_offsets(lambda ids: "".join(chr(97 + i) for i in ids), [0, 1, 2])
     ('abc', [(0, 1), (1, 2), (2, 3)])
     """
-    decode: Callable[[list[int]], str] = getattr(tokenizer, "decode", tokenizer)
+    # A fast HF tokenizer's Rust backend decodes every window in one call, and without
+    # the Python side's clean-up of spaces, which would make the pieces disagree.
     backend = getattr(tokenizer, "backend_tokenizer", None)
+    decode: Callable[[list[int]], str] = getattr(
+        backend, "decode", getattr(tokenizer, "decode", tokenizer)
+    )
     batch: Callable[[list[list[int]]], list[str]] | None = getattr(backend, "decode_batch", None)
     ids = [int(i) for i in ids]
     windows = [ids[max(0, i - window) : i + 1] for i in range(len(ids))]
