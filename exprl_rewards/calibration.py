@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -44,6 +44,7 @@ __all__ = [
     "fit_platt",
     "fit_temperature",
     "load_calibrator",
+    "probs_matrix",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -66,6 +67,16 @@ class Calibrator(Protocol):
     ) -> FloatArray:
         """Return the calibrated values, same shape as ``scores``."""
         ...
+
+
+def probs_matrix(rows: Sequence[Sequence[float] | None], levels: int) -> FloatArray:
+    """Stack per-score probabilities into the ``probs`` argument: NaN rows where None.
+
+    >>> probs_matrix([(0.5, 0.5), None], 2).tolist()
+    [[0.5, 0.5], [nan, nan]]
+    """
+    nan_row = (math.nan,) * levels
+    return np.array([row or nan_row for row in rows], dtype=np.float64).reshape(len(rows), levels)
 
 
 def _linear(scores: FloatArray, low: int, high: int) -> FloatArray:

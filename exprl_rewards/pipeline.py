@@ -43,7 +43,7 @@ import numpy as np
 
 from .advantages import outcome_advantages, process_advantages
 from .alignment import segment_token_ranges
-from .calibration import Calibrator, LinearCalibrator
+from .calibration import Calibrator, LinearCalibrator, probs_matrix
 from .errors import ConfigError, InputError
 from .judges.base import Judge, Judgement, JudgeRequest, run_sync
 from .rollout import Rollout, Segment
@@ -266,8 +266,7 @@ class RewardPipeline:
         low, high = self.template.low, self.template.high
         probs = None
         if any(j.probs is not None for j in judgements):
-            nan_row = (np.nan,) * (high - low + 1)
-            probs = np.array([j.probs or nan_row for j in judgements], dtype=np.float64)
+            probs = probs_matrix([j.probs for j in judgements], high - low + 1)
         calibrated = self.calibrator(raw, low=low, high=high, probs=probs) if raw.size else raw
         rows: list[list[float]] = []
         seg_reasons: list[list[str | None]] = []

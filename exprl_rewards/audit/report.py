@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..calibration import SavedCalibrator
+from ..calibration import SavedCalibrator, probs_matrix
 from ..metrics import Estimate
 from .run import Sample
 
@@ -185,8 +185,7 @@ def write_report(
     if headline in calibrators:
         calibrators[headline].save(out / "calibrator.json")
     raw = np.array([s.raw for s in samples])
-    levels = high - low + 1
-    probs = np.array([s.probs or (math.nan,) * levels for s in samples], dtype=np.float64)
+    probs = probs_matrix([s.probs for s in samples], high - low + 1)
     calibrated = {
         name: cal(raw, low=low, high=high, probs=probs) for name, cal in calibrators.items()
     }

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .. import metrics
-from ..calibration import Kind, LinearCalibrator, SavedCalibrator, fit_calibrator
+from ..calibration import Kind, LinearCalibrator, SavedCalibrator, fit_calibrator, probs_matrix
 from ..errors import ConfigError
 from ..pipeline import RewardPipeline, RolloutResult
 from .datasets import Labelled
@@ -133,14 +133,13 @@ def samples_of(
 
 
 def _arrays(samples: Sequence[Sample], levels: int) -> dict[str, Any]:
-    nan_row = (math.nan,) * levels
     return {
         "raw": np.array([s.raw for s in samples]),
         "label": np.array([s.label for s in samples]),
         "group": np.array([s.group for s in samples]),
         "length": np.array([s.length for s in samples], dtype=np.float64),
         "step": np.array([math.nan if s.step is None else s.step for s in samples]),
-        "probs": np.array([s.probs or nan_row for s in samples], dtype=np.float64),
+        "probs": probs_matrix([s.probs for s in samples], levels),
     }
 
 
