@@ -47,7 +47,7 @@ def traces(n: int) -> list[str]:
     return out[:n]
 
 
-def released(decode: Callable[[list[int]], str], ids: list[int]) -> np.ndarray:
+def released(decode: Callable[[list[int]], Any], ids: list[int]) -> np.ndarray:
     segment, out = 0, []
     for t in range(len(ids)):
         out.append(segment)

@@ -24,6 +24,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,11 +117,12 @@ def main() -> None:
 
         library(None)  # warm-up: kernels and the server's prefix cache
         for _ in range(args.repeats):
-            for name, run in (
+            runs: tuple[tuple[str, Callable[[], object]], ...] = (
                 ("bare", lambda: asyncio.run(bare(server, requests, args.concurrency))),
                 ("library", lambda: library(None)),
                 ("sequential", lambda: sequential(server, requests)),
-            ):
+            )
+            for name, run in runs:
                 t0 = time.perf_counter()
                 run()
                 times[name].append(time.perf_counter() - t0)

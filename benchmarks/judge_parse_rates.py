@@ -20,6 +20,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from exprl_rewards.judges import Judge, JudgeCache, JudgeRequest, OpenAIJudge, judge_sync
 from exprl_rewards.local_model import VLLMServer, default_model_dir
@@ -53,7 +54,7 @@ def requests_for(name: str, items: list[dict[str, str]]) -> list[JudgeRequest]:
     slicer = get_slicer("newline")
     out = []
     for i, item in enumerate(items):
-        variables = dict(item)
+        variables: dict[str, Any] = dict(item)
         if template.mode != "outcome":
             segments = slicer.split(item["response"])
             k = len(segments) // 2
@@ -63,7 +64,7 @@ def requests_for(name: str, items: list[dict[str, str]]) -> list[JudgeRequest]:
                 step_index=k + 1,
                 num_steps=len(segments),
             )
-        out.append(JudgeRequest.from_template(template, key=f"{name}/{i}", **variables))  # type: ignore[arg-type]
+        out.append(JudgeRequest.from_template(template, key=f"{name}/{i}", **variables))
     return out
 
 
@@ -79,7 +80,7 @@ def main() -> None:
     items = rollouts(args.n)
     cache_path = Path(tempfile.mkdtemp()) / "judge.sqlite"
     rows = []
-    records = []
+    records: list[dict[str, Any]] = []
     server = VLLMServer().start() if args.server else None
     local = None
     if server is None:

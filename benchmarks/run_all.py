@@ -28,9 +28,12 @@ CPU_ONLY = [
     ("Slicing and token alignment vs the released scan", ["alignment_speed.py"]),
 ]
 WITH_JUDGE = [
-    ("Library overhead vs a bare openai loop, and the cache", ["judge_overhead.py"]),
-    ("Prefix cache: released vs cache-friendly prompt order", ["prefix_cache.py"]),
-    ("Parse-failure rate per template, and the cache's second pass", ["judge_parse_rates.py"]),
+    ("Process-scoring cost vs outcome scoring", ["process_cost.py"]),
+    ("Growth with steps per rollout and with rollout length", ["growth.py"]),
+    (
+        "Library overhead vs a bare openai loop, and the cache",
+        ["judge_overhead.py", "--requests", "48", "--repeats", "3"],
+    ),
 ]
 
 
@@ -50,7 +53,7 @@ def machine() -> list[str]:
     return [
         f"- machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
         f"- Python {platform.python_version()}; " + ", ".join(versions),
-        f"- run: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
+        f"- run: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
     ]
 
 

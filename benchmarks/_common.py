@@ -1,0 +1,104 @@
+"""Helpers shared by the judge benchmarks: real rollouts, and server-side token counts.
+
+A measured run resets vLLM's prefix cache, reads the server's Prometheus counters before
+and after, and reports what the server did: prompt tokens, the part of them served from
+the prefix cache, generated tokens, and wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from exprl_rewards import Rollout
+from exprl_rewards.local_model import VLLMServer
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+GSM8K_MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
+
+
+def gsm8k_rollouts(questions: int) -> list[Rollout]:
+    """The first ``questions`` GSM8K problems x 4 model solutions each, as rollouts."""
+    out: list[Rollout] = []
+    with (DATA / "outcome_labels" / "gsm8k_example_model_solutions.jsonl").open() as f:
+        for q, line in zip(range(questions), f, strict=False):
+            row = json.loads(line)
+            for m in GSM8K_MODELS:
+                out.append(
+                    Rollout(
+                        id=f"{q}/{m}", group_id=str(q), question=row["question"],
+                        reference=row["ground_truth"], response=row[m]["solution"],
+                    )
+                )  # fmt: skip
+    return out
+
+
+def start_server(**kwargs: object) -> VLLMServer:
+    """A vLLM server for the embedded judge that allows prefix-cache resets."""
+    os.environ["VLLM_SERVER_DEV_MODE"] = "1"  # enables POST /reset_prefix_cache
+    return VLLMServer(**kwargs).start()  # type: ignore[arg-type]
+
+
+def reset_prefix_cache(server: VLLMServer) -> None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server.port}/reset_prefix_cache", method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30):
+        pass
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one run cost the server, from its counters."""
+
+    wall: float
+    requests: int
+    prompt: float  # prompt tokens of the finished requests
+    cached: float  # prompt tokens served from the prefix cache
+    generated: float
+
+    @property
+    def computed(self) -> float:
+        """Prompt tokens the server had to prefill: not served from the cache."""
+        return self.prompt - self.cached
+
+    @property
+    def hit_rate(self) -> float:
+        return self.cached / self.prompt if self.prompt else 0.0
+
+
+COUNTERS = {
+    "prompt": "vllm:prompt_tokens_total",
+    "cached": "vllm:prefix_cache_hits_total",
+    "generated": "vllm:generation_tokens_total",
+    "requests": "vllm:request_success_total",
+}
+
+
+def measure(server: VLLMServer, run: Callable[[], object]) -> Cost:
+    """Run ``run`` on a cold prefix cache; return its wall time and server counts."""
+    reset_prefix_cache(server)
+    before = server.metrics()
+    start = time.perf_counter()
+    run()
+    wall = time.perf_counter() - start
+    after = server.metrics()
+    delta = {k: after.get(v, 0.0) - before.get(v, 0.0) for k, v in COUNTERS.items()}
+    return Cost(
+        wall=wall,
+        requests=int(delta["requests"]),
+        prompt=delta["prompt"],
+        cached=delta["cached"],
+        generated=delta["generated"],
+    )
+
+
+def spread(values: Sequence[float]) -> str:
+    """``min/median/max`` of wall times, in seconds."""
+    return f"{min(values):.1f}/{statistics.median(values):.1f}/{max(values):.1f}"
