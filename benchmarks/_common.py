@@ -39,10 +39,10 @@ def gsm8k_rollouts(questions: int) -> list[Rollout]:
     return out
 
 
-def start_server(**kwargs: object) -> VLLMServer:
-    """A vLLM server for the embedded judge that allows prefix-cache resets."""
+def judge_server() -> VLLMServer:
+    """A vLLM server for the embedded judge that allows prefix-cache resets (use ``with``)."""
     os.environ["VLLM_SERVER_DEV_MODE"] = "1"  # enables POST /reset_prefix_cache
-    return VLLMServer(**kwargs).start()  # type: ignore[arg-type]
+    return VLLMServer()
 
 
 def reset_prefix_cache(server: VLLMServer) -> None:

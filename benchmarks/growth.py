@@ -30,7 +30,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from _common import DATA, Cost, measure, spread, start_server
+from _common import DATA, Cost, judge_server, measure, spread
 
 from exprl_rewards import OpenAIJudge, RewardPipeline, Rollout, Segment
 from exprl_rewards.local_model import VLLMServer
@@ -150,7 +150,7 @@ def main() -> int:
         f"concurrency {args.concurrency}; {args.repeats} repeats; prefix cache reset before "
         f"each run; judge context 2,048 tokens"
     )
-    with start_server() as server:
+    with judge_server() as server:
         for mode in MODES:  # warm-up: vLLM's first long prompts run slow
             run(server, long_rollouts(args.rollouts), mode, 4, args.chars, args.concurrency)
         table(

@@ -34,7 +34,7 @@ import statistics
 import sys
 from collections.abc import Sequence
 
-from _common import Cost, gsm8k_rollouts, measure, spread, start_server
+from _common import Cost, gsm8k_rollouts, judge_server, measure, spread
 
 from exprl_rewards import OpenAIJudge, RewardPipeline, Rollout
 from exprl_rewards.local_model import VLLMServer
@@ -87,7 +87,7 @@ def main() -> int:
     configs = [(m, o, s) for s in args.styles for m in MODES for o in ORDERS]
     walls: dict[tuple[Mode, Order, str], list[float]] = {c: [] for c in configs}
     last: dict[tuple[Mode, Order, str], tuple[Cost, int, int]] = {}
-    with start_server() as server:
+    with judge_server() as server:
         for mode in MODES:  # warm-up: vLLM's first long prompts run slow
             run_once(server, rollouts, mode, "cache", "score-only", args)
         for _ in range(args.repeats):  # interleaved, so drift hits every layout alike

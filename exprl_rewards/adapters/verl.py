@@ -118,8 +118,9 @@ class VerlReward:
         solution_strs: Sequence[str],
         ground_truths: Sequence[Any],
         extra_infos: Sequence[Mapping[str, Any] | None],
-        token_offsets: Sequence[Sequence[tuple[int, int]] | None] | None = None,
+        offsets: Sequence[Sequence[tuple[int, int]] | None] | None = None,
     ) -> list[Rollout]:
+        """The rollouts verl's arguments describe; ``offsets`` are per-token spans."""
         out = []
         for i, (response, truth, extra) in enumerate(
             zip(solution_strs, ground_truths, extra_infos, strict=True)
@@ -135,11 +136,11 @@ class VerlReward:
             if not isinstance(question, str):
                 raise InputError(f"sample {i}: extra_info['question'] is not a string")
             group = str(extra.get("index", extra.get("uid", f"{question}\x00{reference}")))
-            offsets = token_offsets[i] if token_offsets is not None else None
+            spans = offsets[i] if offsets is not None else None
             out.append(
                 Rollout(
                     id=str(i), group_id=group, question=question, reference=reference,
-                    response=response, token_offsets=tuple(offsets) if offsets else None,
+                    response=response, token_offsets=tuple(spans) if spans else None,
                 )
             )  # fmt: skip
         return out
@@ -164,7 +165,7 @@ class VerlReward:
     def token_level_rewards(
         self,
         solution_strs: Sequence[str],
-        token_offsets: Sequence[Sequence[tuple[int, int]]],
+        offsets: Sequence[Sequence[tuple[int, int]]],
         response_length: int,
         ground_truths: Sequence[Any],
         extra_infos: Sequence[Mapping[str, Any] | None] | None = None,
@@ -176,7 +177,7 @@ class VerlReward:
 
         Args:
             solution_strs: the decoded responses.
-            token_offsets: each response token's ``(start, end)`` characters in its
+            offsets: each response token's ``(start, end)`` characters in its
                 string (see :func:`token_offsets`); tokens past ``response_length``
                 are cut, padding stays 0.
             response_length: the padded response width of the batch.
@@ -190,7 +191,7 @@ class VerlReward:
             ``exprl_unscored`` lists. An unscored response's row is all 0, flagged.
         """
         extras = list(extra_infos) if extra_infos is not None else [None] * len(solution_strs)
-        rollouts = self.rollouts(solution_strs, ground_truths, extras, token_offsets)
+        rollouts = self.rollouts(solution_strs, ground_truths, extras, offsets)
         batch = self.pipeline.score_sync(rollouts)
         matrix = np.zeros((len(rollouts), response_length), dtype=np.float32)
         for row, r in enumerate(batch.results):
