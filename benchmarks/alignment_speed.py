@@ -5,8 +5,8 @@ embedded judge's tokenizer (SmolLM2, a fast HF tokenizer):
 
 - **ours**: the slicer cuts the text, then one ``searchsorted`` maps each token to the
   segment holding its first character (``token_segment_ids``); token offsets come from
-  the tokenizer (``offset_mapping``), or from ids alone via windowed decoding
-  (``adapters.verl.token_offsets``), which a trainer holding only ids would use;
+  the tokenizer (``offset_mapping``), or from ids alone (``adapters.token_offsets``: each
+  token's bytes from the byte-level vocabulary), which a trainer holding only ids uses;
 - **released**: at every response token decode the last 10 tokens and start a new
   segment after a token whose window ends with the delimiter.
 
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from exprl_rewards.adapters.verl import token_offsets
+from exprl_rewards.adapters import token_offsets
 from exprl_rewards.alignment import token_segment_ids
 from exprl_rewards.local_model import default_model_dir
 from exprl_rewards.slicers import get_slicer
@@ -105,7 +105,7 @@ def main() -> dict[str, Any]:
     print(f"{len(texts)} Qwen2.5-Math traces, {tokens} SmolLM2 tokens, delimiter blank line")
     print(f"{'method':<40} {'min s':>8} {'median':>8} {'max':>8}")
     print(f"{'ours: slicer + offsets + searchsorted':<40} {summary(t_ours)}")
-    print(f"{'ours from ids: windowed decode offsets':<40} {summary(t_ids)}")
+    print(f"{'ours from ids: byte-level offsets':<40} {summary(t_ids)}")
     print(f"{'released: decode last 10 tokens each':<40} {summary(t_rel)}")
     r1 = statistics.median(t_rel) / statistics.median(t_ours)
     r2 = statistics.median(t_rel) / statistics.median(t_ids)

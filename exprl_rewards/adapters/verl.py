@@ -32,7 +32,7 @@ import functools
 import json
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -44,6 +44,7 @@ from ..judges.openai import OpenAIJudge
 from ..pipeline import RewardPipeline
 from ..rollout import Rollout
 from .common import UnscoredPolicy, fill_unscored
+from .offsets import token_offsets
 
 __all__ = [
     "VerlReward",
@@ -51,48 +52,6 @@ __all__ = [
     "compute_score_batch",
     "token_offsets",
 ]
-
-
-def token_offsets(
-    tokenizer: Any, ids: Sequence[int], *, window: int = 8
-) -> tuple[str, list[tuple[int, int]]]:
-    """The decoded text and each token's ``(start, end)`` characters in it.
-
-    ``tokenizer`` is a Hugging Face tokenizer (a fast one decodes every window in one
-    call to its Rust backend) or any ``decode(ids) -> str``. Each token's text is what decoding it
-    adds after the ``window`` tokens before it, so a character made of several byte
-    tokens lands on the token that completes it. When the pieces do not add up to the
-    full decode (a tokenizer that rewrites text across tokens), every prefix is decoded
-    instead: exact, slower.
-
-    >>> token_offsets(lambda ids: "".join(chr(97 + i) for i in ids), [0, 1, 2])
-    ('abc', [(0, 1), (1, 2), (2, 3)])
-    """
-    # A fast HF tokenizer's Rust backend decodes every window in one call, and without
-    # the Python side's clean-up of spaces, which would make the pieces disagree.
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    decode: Callable[[list[int]], str] = getattr(
-        backend, "decode", getattr(tokenizer, "decode", tokenizer)
-    )
-    batch: Callable[[list[list[int]]], list[str]] | None = getattr(backend, "decode_batch", None)
-    ids = [int(i) for i in ids]
-    windows = [ids[max(0, i - window) : i + 1] for i in range(len(ids))]
-    heads = [w[:-1] for w in windows]
-    texts = batch(windows + heads) if batch is not None else [decode(w) for w in windows + heads]
-    text = decode(ids)
-    offsets: list[tuple[int, int]] = []
-    position = 0
-    for full, head in zip(texts[: len(ids)], texts[len(ids) :], strict=True):
-        piece = len(full) - len(head) if full.startswith(head) else len(full)
-        offsets.append((position, position + piece))
-        position += piece
-    if position != len(text):
-        offsets, position = [], 0
-        for i in range(len(ids)):
-            end = max(position, len(decode(ids[: i + 1])))
-            offsets.append((position, end))
-            position = end
-    return text, offsets
 
 
 class VerlReward:
