@@ -11,6 +11,7 @@ versions. A script that fails is reported as failed, with its error, not left ou
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import datetime
 import importlib.metadata
@@ -18,6 +19,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,6 +59,29 @@ def machine() -> list[str]:
     ]
 
 
+def run(command: list[str]) -> tuple[int, str, list[str]]:
+    """Run one script: its exit code, its stdout, and the last lines of its stderr.
+
+    Its stderr (progress) is echoed as it comes; its stdout (the table) goes to a file,
+    so neither pipe can fill up and stall it.
+    """
+    tail: collections.deque[str] = collections.deque(maxlen=15)
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / command[0]), *command[1:]],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            print(f"   {line}", end="", file=sys.stderr, flush=True)
+            tail.append(line.rstrip())
+        code = proc.wait()
+        out.seek(0)
+        return code, out.read(), list(tail)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--judge", action="store_true", help="also run the benchmarks with a judge")
@@ -68,19 +93,15 @@ def main() -> int:
     for title, command in CPU_ONLY + (WITH_JUDGE if args.judge else []):
         print(f"== {title}", file=sys.stderr, flush=True)
         start = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, str(HERE / command[0]), *command[1:]],
-            capture_output=True,
-            text=True,
-        )
+        code, stdout, tail = run(command)
         wall = time.perf_counter() - start
         lines += ["", f"## {title}", "", f"`python benchmarks/{' '.join(command)}` ({wall:.0f} s)"]
-        if proc.returncode == 0:
-            lines += ["", "```text", proc.stdout.rstrip(), "```"]
+        if code == 0:
+            lines += ["", "```text", stdout.rstrip(), "```"]
         else:
             failed += 1
-            lines += ["", f"**failed** (exit {proc.returncode}):", "", "```text"]
-            lines += [*proc.stderr.rstrip().splitlines()[-15:], "```"]
+            lines += ["", f"**failed** (exit {code}):", "", "```text", *tail, "```"]
+        args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")  # what is done so far
     if not args.judge:
         lines += ["", "Not run: " + "; ".join(t for t, _ in WITH_JUDGE) + " (`--judge`)."]
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
