@@ -39,10 +39,14 @@ def gsm8k_rollouts(questions: int) -> list[Rollout]:
     return out
 
 
-def judge_server() -> VLLMServer:
-    """A vLLM server for the embedded judge that allows prefix-cache resets (use ``with``)."""
+def judge_server(block_size: int | None = None) -> VLLMServer:
+    """A vLLM server for the embedded judge that allows prefix-cache resets (use ``with``).
+
+    ``block_size``: the KV-cache block, the unit the prefix cache reuses; vLLM's CPU
+    build defaults to 128 tokens (its GPU build to 16).
+    """
     os.environ["VLLM_SERVER_DEV_MODE"] = "1"  # enables POST /reset_prefix_cache
-    return VLLMServer()
+    return VLLMServer(extra_args=["--block-size", str(block_size)] if block_size else [])
 
 
 def reset_prefix_cache(server: VLLMServer) -> None:

@@ -1,7 +1,7 @@
 """How does process-scoring cost grow with steps per rollout, and with rollout length?
 
-Real long rollouts (the three longest Qwen2.5-Math-7B responses in ``../shared/data``,
-8.7k-10.4k characters, graded against the MATH reference solution) are graded through
+Real long rollouts (the longest Qwen2.5-Math-7B responses in ``../shared/data``, 9.4k
+and 10.4k characters, graded against the MATH reference solution) are graded through
 :class:`~exprl_rewards.RewardPipeline` on a real vLLM server (prefix caching on, the
 embedded judge, score-only templates, cache-friendly order):
 
@@ -137,7 +137,7 @@ def table(
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--rollouts", type=int, default=3)
+    p.add_argument("--rollouts", type=int, default=2)
     p.add_argument("--chars", type=int, default=2400, help="rollout length for the steps table")
     p.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     p.add_argument("--fixed-steps", type=int, default=8, help="steps for the length table")

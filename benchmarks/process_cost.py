@@ -24,7 +24,7 @@ write the full ``--reasoning-max-tokens`` and end unscored; their cost is the po
 and a real judge writes longer reasoning than that cap, so the reasoning rows understate
 its cost.
 
-    python benchmarks/process_cost.py [--questions 3] [--repeats 2]
+    python benchmarks/process_cost.py [--questions 2] [--block-size 32] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -77,17 +77,18 @@ def run_once(
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--questions", type=int, default=3, help="GSM8K questions (x 4 rollouts)")
+    p.add_argument("--questions", type=int, default=2, help="GSM8K questions (x 4 rollouts)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--reasoning-max-tokens", type=int, default=128)
+    p.add_argument("--block-size", type=int, help="the server's KV block (CPU default 128)")
     p.add_argument("--styles", nargs="+", default=list(STYLES), choices=STYLES)
     args = p.parse_args()
     rollouts = gsm8k_rollouts(args.questions)
     configs = [(m, o, s) for s in args.styles for m in MODES for o in ORDERS]
     walls: dict[tuple[Mode, Order, str], list[float]] = {c: [] for c in configs}
     last: dict[tuple[Mode, Order, str], tuple[Cost, int, int]] = {}
-    with judge_server() as server:
+    with judge_server(args.block_size) as server:
         for mode in MODES:  # warm-up: vLLM's first long prompts run slow
             run_once(server, rollouts, mode, "cache", "score-only", args)
         for _ in range(args.repeats):  # interleaved, so drift hits every layout alike

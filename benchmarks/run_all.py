@@ -31,10 +31,14 @@ CPU_ONLY = [
 ]
 WITH_JUDGE = [
     ("Process-scoring cost vs outcome scoring", ["process_cost.py"]),
+    (
+        "Process-scoring cost with a 32-token KV block (vLLM CPU's default is 128)",
+        ["process_cost.py", "--styles", "score-only", "--block-size", "32"],
+    ),
     ("Growth with steps per rollout and with rollout length", ["growth.py"]),
     (
         "Library overhead vs a bare openai loop, and the cache",
-        ["judge_overhead.py", "--requests", "48", "--repeats", "3"],
+        ["judge_overhead.py", "--requests", "48", "--repeats", "2"],
     ),
 ]
 
