@@ -75,6 +75,7 @@ def main() -> None:
     groups = np.repeat(np.arange(args.groups), args.rollouts)
     seg_scores = rng.random((n, args.segments))
     tokens = np.full((n, args.segments), args.tokens // args.segments)
+    width = int(tokens[0].sum())  # --tokens rounded down to a multiple of --segments
 
     # Each side gets its natural input: flat numpy arrays for the library, Python lists
     # for the loops (what a per-sample reward manager holds).
@@ -87,7 +88,7 @@ def main() -> None:
     ours_tok = broadcast_to_tokens(
         process_advantages(seg_scores.tolist(), "delta").values, token_rows
     )
-    assert np.allclose(ours_tok.values, loop_delta_tokens(rows, token_rows, args.tokens))
+    assert np.allclose(ours_tok.values, loop_delta_tokens(rows, token_rows, width))
 
     cases = [
         (
@@ -100,7 +101,7 @@ def main() -> None:
             lambda: broadcast_to_tokens(
                 process_advantages(ragged_scores, "delta").values, ragged_tokens
             ),
-            lambda: loop_delta_tokens(rows, token_rows, args.tokens),
+            lambda: loop_delta_tokens(rows, token_rows, width),
         ),
     ]
     print(

@@ -46,6 +46,8 @@ class EqualSlicer:
     k: int
 
     def split(self, text: str) -> tuple[Segment, ...]:
+        if not text:
+            return ()
         cuts = [0]
         for i in range(1, self.k):
             at = max(i * len(text) // self.k, cuts[-1] + 1)
