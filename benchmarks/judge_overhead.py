@@ -29,13 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import openai
+from _common import DATA, GSM8K_MODELS
 
 from exprl_rewards.judges import JudgeCache, JudgeRequest, OpenAIJudge, judge_sync
 from exprl_rewards.local_model import VLLMServer
 from exprl_rewards.templates import get_template
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
 
 
 def requests_for(n: int) -> list[JudgeRequest]:
@@ -44,7 +42,7 @@ def requests_for(n: int) -> list[JudgeRequest]:
     with (DATA / "outcome_labels" / "gsm8k_example_model_solutions.jsonl").open() as f:
         for q, line in enumerate(f):
             row = json.loads(line)
-            for m in MODELS:
+            for m in GSM8K_MODELS:
                 out.append(
                     JudgeRequest.from_template(
                         template, key=f"{q}/{m}", question=row["question"],
