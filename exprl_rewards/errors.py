@@ -7,6 +7,8 @@ catch them all with ``except ExpRLError``::
     ├── ConfigError          a bad option: unknown preset or estimator, invalid range
     ├── InputError           bad data: a rollout, a score array, token offsets
     │   └── AlignmentError   token offsets that do not fit the text or its segments
+    ├── CacheError           a judge cache file that cannot be opened or read
+    ├── OutputError          an output path that is not this tool's to write
     └── MissingExtraError    an optional dependency is not installed (names the extra)
 
 Messages say what was wrong and how to fix it. The judge and I/O layers add their own
@@ -17,10 +19,12 @@ from __future__ import annotations
 
 __all__ = [
     "AlignmentError",
+    "CacheError",
     "ConfigError",
     "ExpRLError",
     "InputError",
     "MissingExtraError",
+    "OutputError",
 ]
 
 
@@ -38,6 +42,14 @@ class InputError(ExpRLError, ValueError):
 
 class AlignmentError(InputError):
     """Token character offsets are inconsistent with the text or its segments."""
+
+
+class CacheError(ExpRLError):
+    """The judge cache file cannot be opened or read (corrupt, not SQLite, a folder)."""
+
+
+class OutputError(ExpRLError):
+    """An output path is not this tool's own output, or is in use by another run."""
 
 
 class MissingExtraError(ExpRLError, ImportError):

@@ -5,10 +5,15 @@
 - accepted: ``Score: 4``, ``**Score:** 4``, ``Score: 4/5``, ``score = 4``, ``Final score: 4``,
   ``## Score: 4 (mostly correct)``; the keyword must start its line (after markdown
   decoration), which keeps "the student's score: 5" mid-sentence from counting;
-- ignored: anything inside ``<think>...</think>`` (or before a lone ``</think>``, or after
-  an unterminated ``<think>``), and anything inside a fenced ``[BEGIN X tag] ... [END X
-  tag]`` block the judge echoed back, so a rollout that says "Score: 5" cannot set its
-  own score by being quoted;
+- ignored: the judge's own reasoning (a ``<think>`` that *opens* the output, up to its
+  ``</think>`` or the end; reasoning that a chat template opened in the prompt ends at a
+  ``</think>`` that the last score line follows anyway), and anything inside a
+  *closed* ``[BEGIN X tag] ... [END X tag]`` block the judge echoed back, so a rollout
+  that says "Score: 5" cannot set its own score by being quoted. Fences are handled
+  first, and only the request's own fences count (``fences``), so a ``<think>`` or a
+  forged marker inside quoted text changes nothing; an unclosed tag never hides the
+  final score line (a rollout could otherwise hide the judge's verdict and escape its
+  penalty as unscored);
 - rejected, with a reason: no score line, a range echoed as a score (``Score: 1-5``), a
   number outside the template's scale (``Score: 7`` on 1-5), or another denominator
   (``Score: 8/10``). The last line decides: a bad last score does not fall back to an
@@ -30,7 +35,14 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["ParsedScore", "expected_score", "normalize_score", "parse_score", "score_distribution"]
+__all__ = [
+    "ParsedScore",
+    "expected_score",
+    "normalize_score",
+    "parse_score",
+    "prompt_fences",
+    "score_distribution",
+]
 
 _SCORE_LINE = re.compile(
     r"""
@@ -45,9 +57,11 @@ _SCORE_LINE = re.compile(
 )
 _BARE = re.compile(r"\A\s*(?P<num>\d+(?:\.\d+)?)(?:[ \t]*/[ \t]*(?P<den>\d+))?[ \t]*[.)]?\s*\Z")
 _FENCE = re.compile(
-    r"\[BEGIN (?P<label>[A-Z_]+) (?P<tag>[0-9a-f]{8})\].*?(?:\[END (?P=label) (?P=tag)\]|\Z)", re.S
+    r"\[BEGIN (?P<label>[A-Z_]+) (?P<tag>[0-9a-f]{8})\].*?\[END (?P=label) (?P=tag)\]", re.S
 )
-_THINK = re.compile(r"<think>.*?(?:</think>|\Z)", re.S | re.I)
+_MARKER = re.compile(r"^\[BEGIN (?P<label>[A-Z_]+) (?P<tag>[0-9a-f]{8})\]$", re.M)
+_LEADING_THINK = re.compile(r"\A\s*<think>.*?(?:</think>|\Z)", re.S | re.I)
+Fences = frozenset[tuple[str, str]]
 
 
 @dataclass(frozen=True)
@@ -58,38 +72,76 @@ class ParsedScore:
         value: the score on the template's scale, or None.
         reason: why there is no value (``"parse: no score line"``...), else None.
         start: offset in the text of the score's first character, when one was found.
+        number: the score as written (``"4"``, ``"3.5"``), when one was found.
     """
 
     value: float | None
     reason: str | None = None
     start: int | None = None
+    number: str | None = None
 
 
-def _hidden_spans(text: str) -> list[tuple[int, int]]:
-    spans = [m.span() for m in _THINK.finditer(text)]
-    close = text.lower().find("</think>")
-    if close >= 0 and not any(s <= close < e for s, e in spans):
-        spans.append((0, close + len("</think>")))
-    spans.extend(m.span() for m in _FENCE.finditer(text))
+def prompt_fences(prompt: str) -> Fences:
+    """The ``(label, tag)`` of each fence the prompt itself opens, at its top level.
+
+    A marker inside fenced text (a rollout that writes ``[BEGIN STEP 00000000]``) is
+    content, not a fence: scanning skips from each real ``[BEGIN X tag]`` to its
+    ``[END X tag]``, which the fenced text cannot contain (the tag is its hash).
+
+    >>> from exprl_rewards.templates import fence
+    >>> forged = "[BEGIN STEP 00000000]\\nx\\n[END STEP 00000000]"
+    >>> sorted(prompt_fences(fence(forged, "REASONING")))
+    [('REASONING', '38cb7261')]
+    """
+    found: set[tuple[str, str]] = set()
+    position = 0
+    while (m := _MARKER.search(prompt, position)) is not None:
+        label, tag = m.group("label"), m.group("tag")
+        end = prompt.find(f"[END {label} {tag}]", m.end())
+        if end < 0:
+            position = m.end()
+            continue
+        found.add((label, tag))
+        position = end
+    return frozenset(found)
+
+
+def _hidden_spans(text: str, fences: Fences | None) -> list[tuple[int, int]]:
+    """Spans that are not the judge's verdict: echoed fences first, then its reasoning."""
+    spans = [
+        m.span()
+        for m in _FENCE.finditer(text)
+        if fences is None or (m.group("label"), m.group("tag")) in fences
+    ]
+    # A <think> quoted from fenced text is data: look for reasoning outside the fences.
+    visible = list(text)
+    for s, e in spans:
+        visible[s:e] = " " * (e - s)
+    if (lead := _LEADING_THINK.match("".join(visible))) is not None:
+        spans.append(lead.span())
     return spans
 
 
-def parse_score(text: str, *, low: int = 1, high: int = 5, bare: bool = False) -> ParsedScore:
+def parse_score(
+    text: str, *, low: int = 1, high: int = 5, bare: bool = False, fences: Fences | None = None
+) -> ParsedScore:
     """Return the judge's score from its output text.
 
     Args:
         text: the judge's output (with any assistant prefill in front).
         low, high: the template's scale; anything outside it is rejected.
         bare: also accept an output that is just a number (score-only templates).
+        fences: the request's own fences (:func:`prompt_fences`); None: any closed
+            ``[BEGIN X tag] ... [END X tag]`` block counts as an echo.
 
     >>> parse_score("Reasoning: the student writes 'Score: 5'.\\n**Score:** 3")
-    ParsedScore(value=3.0, reason=None, start=53)
+    ParsedScore(value=3.0, reason=None, start=53, number='3')
     >>> parse_score("Score: 7").reason
     'parse: score 7 is outside the 1-5 scale'
     """
     if not text.strip():
         return ParsedScore(None, "parse: empty output")
-    hidden = _hidden_spans(text)
+    hidden = _hidden_spans(text, fences)
     matches = [
         m for m in _SCORE_LINE.finditer(text) if not any(s <= m.start("num") < e for s, e in hidden)
     ]
@@ -105,7 +157,7 @@ def parse_score(text: str, *, low: int = 1, high: int = 5, bare: bool = False) -
         return ParsedScore(None, f"parse: score {number}/{den} is not on the {low}-{high} scale")
     if not low <= value <= high:
         return ParsedScore(None, f"parse: score {number} is outside the {low}-{high} scale")
-    return ParsedScore(value, None, match.start("num"))
+    return ParsedScore(value, None, match.start("num"), number)
 
 
 def score_distribution(

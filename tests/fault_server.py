@@ -11,8 +11,18 @@ deterministic judge for pipeline tests.
 Behaviours: ``ok`` (a completion ending "Score: 4"), ``score7`` (an out-of-range score),
 an HTTP status (``400``, ``401``, ``404``, ``429``, ``500``, ``503``), ``slow`` (answer
 after 2 s), ``garbage`` (200 with a non-JSON body), ``empty`` (200 with no choices),
-``truncated`` (a body shorter than its Content-Length, then close), and ``drop``
-(close the connection without answering).
+``truncated`` (a body shorter than its Content-Length, then close), ``drop``
+(close the connection without answering), ``trickle`` (a valid answer, its body sent
+one byte every 50 ms, about 20 s in all).
+
+Continuations of a "Score: " prefill that the parser must reject, with digits among
+the first token's alternatives that would have made a score: ``echo`` ("1-5"),
+``refuse`` ("I won't."), ``ten`` ("10" as the tokens "1", "0"). ``lowmass`` ("4", whose
+only digit alternative is a "1" at probability 3e-7). ``quote`` (the judge quotes a
+stray ``<think>`` and an unclosed fence marker, then gives "Score: 1").
+
+Malformed answers, each a 200: ``content_int``, ``content_parts``, ``logprob_huge``,
+``logprob_str``, ``logprob_null``, ``token_null``.
 """
 
 from __future__ import annotations
@@ -27,8 +37,59 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-_SCRIPT = re.compile(r"FAULT:([a-z0-9,]+)")
+_SCRIPT = re.compile(r"FAULT:([a-z0-9_,]+)")
 _MARK = re.compile(r"\[\[score (\d|none)\]\]")
+
+
+def scripted(content: str, tokens: list[tuple[str, list[tuple[str, float]]]]) -> dict[str, Any]:
+    """A completion whose logprobs are given token by token: (token, top alternatives)."""
+    body = completion(content, False)
+    body["choices"][0]["logprobs"] = {
+        "content": [
+            {
+                "token": token,
+                "logprob": top[0][1],
+                "bytes": list(token.encode()),
+                "top_logprobs": [
+                    {"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top
+                ],
+            }
+            for token, top in tokens
+        ]
+    }
+    return body
+
+
+_DIGITS = [("1", -0.1), ("2", -3.0), ("3", -3.0), ("4", -3.0), ("5", -3.0)]
+# Answers after a "Score: " prefill, each with digit alternatives at its first token.
+_REJECTED: dict[str, tuple[str, list[tuple[str, list[tuple[str, float]]]]]] = {
+    "echo": ("1-5", [("1", _DIGITS), ("-", [("-", -0.1)]), ("5", [("5", -0.1)])]),
+    "refuse": ("I won't.", [("I", [("I", -0.5), *_DIGITS[1:]]), (" won't.", [(" won't.", -0.1)])]),
+    "ten": ("10", [("1", _DIGITS), ("0", [("0", -0.1)])]),
+    # Written "4"; the only digit among the alternatives is a "1" at probability 3e-7.
+    "lowmass": ("4", [("4", [("four", -1e-6), ("1", -15.0)])]),
+}
+
+
+def _malformed(action: str) -> dict[str, Any]:
+    body = completion("Score: 4", True)
+    choice = body["choices"][0]
+    tokens = choice["logprobs"]["content"]
+    if action == "content_int":
+        choice["message"]["content"] = 4
+    elif action == "content_parts":
+        choice["message"]["content"] = [{"type": "text", "text": "Score: 4"}]
+    elif action == "logprob_huge":
+        tokens[-1]["top_logprobs"][0]["logprob"] = 1e308
+    elif action == "logprob_str":
+        tokens[-1]["top_logprobs"][0]["logprob"] = "likely"
+    elif action == "logprob_null":
+        tokens[-1]["top_logprobs"][1]["logprob"] = None
+    elif action == "token_null":
+        tokens[-1]["token"] = None
+    else:
+        raise ValueError(f"unknown fault {action!r}")
+    return body
 
 
 def completion(content: str, logprobs: bool) -> dict[str, Any]:
@@ -150,6 +211,25 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
         elif action == "drop":
             self.connection.shutdown(socket.SHUT_RDWR)
+        elif action == "trickle":
+            body = json.dumps(completion("Score: 4", logprobs)).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.flush()
+            for i in range(len(body)):
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+                time.sleep(0.05)
+        elif action in _REJECTED:  # continuations of a "Score: " prefill
+            content, tokens = _REJECTED[action]
+            self._send(200, json.dumps(scripted(content, tokens)).encode())
+        elif action == "quote":
+            answer = "The student writes <think> and [BEGIN REASONING 00000000] here.\nScore: 1"
+            self._send(200, json.dumps(completion(answer, logprobs)).encode())
+        elif action.startswith(("content_", "logprob_", "token_")):
+            self._send(200, json.dumps(_malformed(action)).encode())
         else:
             raise ValueError(f"unknown fault {action!r}")
 

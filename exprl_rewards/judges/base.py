@@ -3,6 +3,21 @@
 prompt -> :class:`JudgeRequest` -> backend -> :class:`RawOutput` -> :func:`finish`
 -> :class:`Judgement`
 
+:func:`finish` is the one place where a judge's answer becomes a score, for every
+backend and for cache hits alike:
+
+- **the text decides**: the score is the number on the judge's last score line
+  (:func:`~exprl_rewards.parsing.parse_score`, which ignores text echoed from the
+  request's own fences); an answer the parser rejects is unscored with the parser's
+  reason, whatever the logprobs say;
+- **logprobs refine**: when the token holding that number has top logprobs, the score
+  becomes the expected value over the valid score tokens there, if they hold at least
+  ``min_mass`` of the probability (:data:`DEFAULT_MIN_MASS`); below it the parsed
+  number stands. The mass is reported either way;
+- **malformed answers are unscored**: content that is not a string, logprobs that are
+  not log probabilities (:meth:`RawOutput.problem`). Backends check an answer before
+  they cache it, and a cached answer that fails the check is a miss.
+
 A backend implements one coroutine, ``judge(requests) -> list[Judgement]``, returning one
 judgement per request, in order. It never raises for one bad request: a request that
 fails after retries, or whose output has no usable score, comes back *unscored* with a
@@ -16,11 +31,12 @@ import asyncio
 import concurrent.futures
 import hashlib
 import json
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
-from ..parsing import normalize_score, parse_score, score_distribution
+from ..parsing import normalize_score, parse_score, prompt_fences, score_distribution
 from ..rollout import Score
 from ..templates import ChatMessage, JudgeTemplate
 
@@ -28,6 +44,7 @@ if TYPE_CHECKING:
     from .cache import JudgeCache
 
 __all__ = [
+    "DEFAULT_MIN_MASS",
     "CachedBatch",
     "Judge",
     "JudgeRequest",
@@ -43,6 +60,10 @@ T = TypeVar("T")
 # Enough for "3", "3/5" or "Score: 3" after a prefill; a score-only judge that rambles
 # is cut here instead of spending the backend's full budget.
 SCORE_ONLY_MAX_TOKENS = 8
+# The probability the valid score tokens must hold at the score's token before the
+# logprob-weighted value replaces the judge's written number. Below it the distribution
+# says the judge was not choosing among scores there, and the written number stands.
+DEFAULT_MIN_MASS = 0.5
 
 
 @dataclass(frozen=True)
@@ -58,7 +79,8 @@ class JudgeRequest:
         template_id: content hash of the template, part of the cache key.
         key: the caller's label (``"r17/step-3"``), carried into the judgement.
         min_mass: use the logprob-weighted score only when the valid score tokens
-            hold at least this probability; else fall back to the parsed number.
+            hold at least this probability at the score's token; else the parsed
+            number stands (:data:`DEFAULT_MIN_MASS`).
         max_tokens: a generation limit for this request (score-only templates need a
             few tokens); None: the backend's.
     """
@@ -70,12 +92,18 @@ class JudgeRequest:
     prefill: str = ""
     template_id: str = ""
     key: str = ""
-    min_mass: float = 0.0
+    min_mass: float = DEFAULT_MIN_MASS
     max_tokens: int | None = None
 
     @classmethod
     def from_template(
-        cls, template: JudgeTemplate, *, key: str = "", prefill: bool = True, **variables: Any
+        cls,
+        template: JudgeTemplate,
+        *,
+        key: str = "",
+        prefill: bool = True,
+        min_mass: float = DEFAULT_MIN_MASS,
+        **variables: Any,
     ) -> JudgeRequest:
         """Render ``template`` with ``variables`` into a request.
 
@@ -83,6 +111,7 @@ class JudgeRequest:
             template: the judge template.
             key: the caller's label for this request.
             prefill: use the template's assistant prefill, if it has one.
+            min_mass: see the class.
             **variables: passed to :meth:`JudgeTemplate.render`.
         """
         return cls(
@@ -93,6 +122,7 @@ class JudgeRequest:
             prefill=template.prefill() if prefill else "",
             template_id=template.id,
             key=key,
+            min_mass=min_mass,
             max_tokens=SCORE_ONLY_MAX_TOKENS if template.score_only else None,
         )
 
@@ -120,6 +150,17 @@ class TokenLogprobs:
     nbytes: int | None = None  # length in UTF-8 bytes, when the backend says
 
 
+def _is_logprob(value: object, *, chosen: bool = False) -> bool:
+    """A real number <= 0 (up to rounding), or -inf; NaN only for a chosen token that a
+    backend could not look up (vLLM), never among the alternatives that are scored."""
+    if type(value) not in (int, float):
+        return False
+    x = float(value)  # type: ignore[arg-type]
+    if math.isnan(x):
+        return chosen
+    return x <= 1e-3
+
+
 @dataclass(frozen=True)
 class RawOutput:
     """What a backend got back for one request, before any parsing."""
@@ -131,21 +172,62 @@ class RawOutput:
     cached_tokens: int | None = None
     finish_reason: str | None = None
 
+    def problem(self) -> str | None:
+        """Why this is not a well-formed answer (wrong types, impossible logprobs), or None.
+
+        >>> RawOutput(text=7).problem()  # type: ignore[arg-type]
+        'content is int, not a string'
+        >>> RawOutput("Score: 4", (TokenLogprobs("4", 5e300),)).problem()
+        'token 0: logprob 5e+300 is not a log probability'
+        """
+        if not isinstance(self.text, str):
+            return f"content is {type(self.text).__name__}, not a string"
+        for name in ("prompt_tokens", "completion_tokens", "cached_tokens"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or value < 0):
+                return f"usage {name} is {value!r}, not a count"
+        if self.finish_reason is not None and not isinstance(self.finish_reason, str):
+            return f"finish_reason is {type(self.finish_reason).__name__}, not a string"
+        if self.tokens is None:
+            return None
+        if not isinstance(self.tokens, tuple):
+            return f"logprobs are {type(self.tokens).__name__}, not a sequence"
+        for i, t in enumerate(self.tokens):
+            if not isinstance(t, TokenLogprobs) or not isinstance(t.token, str):
+                return f"token {i}: {getattr(t, 'token', t)!r} is not a string"
+            if not _is_logprob(t.logprob, chosen=True):
+                return f"token {i}: logprob {t.logprob!r} is not a log probability"
+            if t.nbytes is not None and (type(t.nbytes) is not int or t.nbytes < 0):
+                return f"token {i}: byte length {t.nbytes!r} is not a count"
+            for pair in t.top:
+                if (
+                    not isinstance(pair, tuple)
+                    or len(pair) != 2
+                    or not isinstance(pair[0], str)
+                    or not _is_logprob(pair[1])
+                ):
+                    return f"token {i}: top logprob {pair!r} is not a (token, logprob) pair"
+        return None
+
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, data: str) -> RawOutput:
-        d = json.loads(data)
-        tokens = d.pop("tokens")
-        if tokens is not None:
-            tokens = tuple(
-                TokenLogprobs(
-                    t["token"], t["logprob"], tuple((a, b) for a, b in t["top"]), t["nbytes"]
+        """Read :meth:`to_json`'s output back; raises ValueError on anything else."""
+        try:
+            d = json.loads(data)
+            tokens = d.pop("tokens")
+            if tokens is not None:
+                tokens = tuple(
+                    TokenLogprobs(
+                        t["token"], t["logprob"], tuple((a, b) for a, b in t["top"]), t["nbytes"]
+                    )
+                    for t in tokens
                 )
-                for t in tokens
-            )
-        return cls(tokens=tokens, **d)
+            return cls(tokens=tokens, **d)
+        except (TypeError, KeyError, AttributeError, ValueError) as e:
+            raise ValueError(f"not a stored judge output: {type(e).__name__}: {e}") from e
 
 
 @dataclass(frozen=True)
@@ -226,25 +308,35 @@ def finish(
     attempts: int = 1,
     cached: bool = False,
 ) -> Judgement:
-    """Parse a backend's raw output into a :class:`Judgement`."""
+    """Turn a backend's raw output into a :class:`Judgement` (see the module docs)."""
+    common: dict[str, Any] = {
+        "latency_s": latency_s, "backend": backend, "model": model, "cached": cached,
+        "attempts": attempts, "key": request.key, "low": request.low, "high": request.high,
+    }  # fmt: skip
+    problem = raw.problem()
+    if problem is not None:
+        return Judgement(score=None, reason=f"backend: malformed answer: {problem}", **common)
     full = request.prefill + raw.text
-    parsed = parse_score(full, low=request.low, high=request.high, bare=request.score_only)
+    fences = prompt_fences("\n".join(m["content"] for m in request.messages))
+    parsed = parse_score(
+        full, low=request.low, high=request.high, bare=request.score_only, fences=fences
+    )
     expected = mass = None
     probs: tuple[float, ...] | None = None
-    if raw.tokens:
-        if parsed.start is not None and parsed.start >= len(request.prefill):
-            index = _token_at(raw.tokens, raw.text, parsed.start - len(request.prefill))
-        elif request.prefill and request.score_only:
-            index = 0  # the prefill ends where the score starts
-        else:
-            index = None
-        if index is not None:
-            probs = score_distribution(raw.tokens[index].top, low=request.low, high=request.high)
-            mass = sum(probs)
+    if parsed.value is not None and parsed.start is not None and raw.tokens:
+        number = parsed.number or ""
+        at = parsed.start - len(request.prefill)
+        index = _token_at(raw.tokens, raw.text, at) if at >= 0 else None
+        # Only a token that is exactly the written number says how sure the judge was of
+        # it; "10" split into "1", "0", or "4." in one token, keep the written number.
+        if index is not None and raw.tokens[index].token.strip() == number:
+            distribution = score_distribution(
+                raw.tokens[index].top, low=request.low, high=request.high
+            )
+            mass = sum(distribution)
             if mass > 0 and mass >= request.min_mass:
+                probs = distribution
                 expected = sum(p * (request.low + i) for i, p in enumerate(probs)) / mass
-            else:
-                probs = None
     score = expected if expected is not None else parsed.value
     reason = None
     if score is None:
@@ -262,14 +354,7 @@ def finish(
         prompt_tokens=raw.prompt_tokens,
         completion_tokens=raw.completion_tokens,
         cached_tokens=raw.cached_tokens,
-        latency_s=latency_s,
-        backend=backend,
-        model=model,
-        cached=cached,
-        attempts=attempts,
-        key=request.key,
-        low=request.low,
-        high=request.high,
+        **common,
     )
 
 
@@ -310,6 +395,9 @@ class CachedBatch:
     ) -> None:
         self.requests = requests
         hits = cache.get_many(keys) if cache is not None else {}
+        # An answer stored by an older version that no longer passes the checks is a
+        # miss: judged again, and the new answer replaces it.
+        hits = {k: raw for k, raw in hits.items() if raw.problem() is None}
         self.results: dict[int, Judgement] = {
             i: finish(r, hits[k], backend=backend, model=model, attempts=0, cached=True)
             for i, (r, k) in enumerate(zip(requests, keys, strict=True))

@@ -2,11 +2,13 @@
 
 Built on the official ``openai`` async client, with its own retries turned off and
 replaced by tenacity: exponential backoff with full jitter, honouring ``Retry-After``,
-on 408, 409, 429, 5xx, timeouts, dropped connections and malformed bodies; no retry on
-other 4xx (a bad request will not get better). A per-request timeout bounds every
-attempt; a semaphore bounds the requests in flight. Several base URLs (replicas of one
-model) share the load round-robin; a replica that times out or refuses connections is
-skipped for ``replica_cooldown`` seconds, so the batch keeps going while one is down.
+on 408, 409, 429, 5xx, timeouts, dropped connections and malformed answers; no retry
+on other 4xx (a bad request will not get better). ``timeout`` is a deadline for a whole
+attempt (connect, wait and body), not per read: a server that trickles its body a byte
+at a time cannot hold a run. A semaphore bounds the requests in flight. Several base
+URLs (replicas of one model) share the load round-robin; a replica that times out or
+refuses connections is skipped for ``replica_cooldown`` seconds, so the batch keeps
+going while one is down.
 
 Every request ends scored or unscored with a reason (``"backend: 429 Too Many Requests
 after 5 attempts"``); nothing is dropped and no failure becomes a 0.
@@ -43,7 +45,12 @@ _RETRY_STATUS = {408, 409, 429}
 
 
 class MalformedResponse(Exception):
-    """A 200 answer without a usable completion (no choices, no message)."""
+    """A 200 answer without a usable completion (no choices, content of the wrong type,
+    logprobs that are not log probabilities)."""
+
+
+class AttemptTimeout(Exception):
+    """An attempt outran its deadline."""
 
 
 def _retryable(e: BaseException) -> bool:
@@ -51,7 +58,7 @@ def _retryable(e: BaseException) -> bool:
         return e.status_code in _RETRY_STATUS or e.status_code >= 500
     # A 200 with a body that is not JSON (a proxy's error page) surfaces as a ValueError.
     malformed = (openai.APIResponseValidationError, MalformedResponse, json.JSONDecodeError)
-    return isinstance(e, (openai.APIConnectionError, *malformed))
+    return isinstance(e, (openai.APIConnectionError, AttemptTimeout, *malformed))
 
 
 def _describe(e: BaseException) -> str:
@@ -61,8 +68,10 @@ def _describe(e: BaseException) -> str:
         error: dict[str, Any] = nested if isinstance(nested, dict) else body
         message = str(error.get("message") or e.message)[:200]
         return f"{e.status_code} {e.response.reason_phrase}: {message}"
-    if isinstance(e, openai.APITimeoutError):
+    if isinstance(e, (openai.APITimeoutError, AttemptTimeout)):
         return "timeout"
+    if isinstance(e, MalformedResponse):
+        return f"malformed answer: {e}"[:200]
     if isinstance(e, openai.APIConnectionError):
         return f"connection error ({e.__cause__ or e})"[:200]
     return f"{type(e).__name__}: {e}"[:200]
@@ -111,7 +120,7 @@ class OpenAIJudge:
         top_logprobs: alternatives to return per token (vLLM: up to its
             ``--max-logprobs``; OpenAI: 20); enables logprob-weighted scores. None: off.
         concurrency: requests in flight at once.
-        timeout: seconds per attempt.
+        timeout: seconds an attempt may take in all (connect, wait, read the body).
         max_attempts: attempts per request, the first included.
         backoff, max_backoff: first and largest wait between attempts, in seconds.
         cache: a :class:`JudgeCache` or its path; None disables caching.
@@ -258,8 +267,8 @@ class OpenAIJudge:
                         # Pick once a slot is free, so a replica found down meanwhile is skipped.
                         replica = self._pick_replica()
                         try:
-                            raw = await self._call(state.clients[replica], request)
-                        except (openai.APITimeoutError, openai.APIConnectionError):
+                            raw = await self._attempt(state.clients[replica], request)
+                        except (openai.APITimeoutError, openai.APIConnectionError, AttemptTimeout):
                             self._down_until[replica] = time.monotonic() + self.replica_cooldown
                             raise
         except asyncio.CancelledError:
@@ -274,9 +283,7 @@ class OpenAIJudge:
                 latency_s=time.perf_counter() - start,
                 attempts=attempts,
             )
-        if self.cache is not None:
-            self.cache.put_many([(key, self.model, raw)])
-        return finish(
+        judgement = finish(
             request,
             raw,
             backend=self.backend,
@@ -284,6 +291,20 @@ class OpenAIJudge:
             latency_s=time.perf_counter() - start,
             attempts=attempts,
         )
+        if self.cache is not None:  # parsed first: only a well-formed answer is stored
+            self.cache.put_many([(key, self.model, raw)])
+        return judgement
+
+    async def _attempt(self, client: openai.AsyncOpenAI, request: JudgeRequest) -> RawOutput:
+        """One call under the attempt's deadline, its answer checked."""
+        try:
+            raw = await asyncio.wait_for(self._call(client, request), self.timeout)
+        except asyncio.TimeoutError:
+            raise AttemptTimeout(f"no complete answer within {self.timeout:g} s") from None
+        problem = raw.problem()
+        if problem is not None:
+            raise MalformedResponse(problem)
+        return raw
 
     async def _call(self, client: openai.AsyncOpenAI, request: JudgeRequest) -> RawOutput:
         messages = [{"role": m["role"], "content": m["content"]} for m in request.messages]
@@ -310,15 +331,18 @@ class OpenAIJudge:
         choice = choices[0]
         tokens = None
         if choice.logprobs is not None and choice.logprobs.content is not None:
-            tokens = tuple(
-                TokenLogprobs(
-                    t.token,
-                    t.logprob,
-                    tuple((a.token, a.logprob) for a in (t.top_logprobs or ())),
-                    len(t.bytes) if t.bytes is not None else None,
+            try:  # the client does not validate: any field may be of any JSON type
+                tokens = tuple(
+                    TokenLogprobs(
+                        t.token,
+                        t.logprob,
+                        tuple((a.token, a.logprob) for a in (t.top_logprobs or ())),
+                        len(t.bytes) if t.bytes is not None else None,
+                    )
+                    for t in choice.logprobs.content
                 )
-                for t in choice.logprobs.content
-            )
+            except (TypeError, AttributeError) as e:
+                raise MalformedResponse(f"logprobs: {type(e).__name__}: {e}") from None
         usage = response.usage
         details = getattr(usage, "prompt_tokens_details", None) if usage else None
         return RawOutput(

@@ -195,14 +195,17 @@ class VLLMJudge:
             }
         elapsed = time.perf_counter() - start
         raws = [_raw_output(out) for out in outputs]
-        if self.cache is not None:
-            self.cache.put_many(
-                (keys[i], self.model, raw) for i, raw in zip(todo, raws, strict=True)
-            )
-        return {
+        judged = {
             i: finish(requests[i], raw, backend=self.backend, model=self.model, latency_s=elapsed)
             for i, raw in zip(todo, raws, strict=True)
         }
+        if self.cache is not None:  # parsed first: only well-formed answers are stored
+            self.cache.put_many(
+                (keys[i], self.model, raw)
+                for i, raw in zip(todo, raws, strict=True)
+                if raw.problem() is None
+            )
+        return judged
 
 
 def _raw_output(output: Any) -> RawOutput:
