@@ -10,7 +10,11 @@ list). The native layout is::
 ``id`` defaults to the line number (``"L17"``) when a row has none, ``group_id`` to the
 question text (rollouts of one question form a group); the other fields are required.
 Validation (pydantic, strict types) runs over the whole file before any judge call, and
-every bad row is reported, not just the first. Duplicate ids are errors too.
+every bad row is reported, not just the first. Duplicate ids are errors too, and so is
+anything a later stage could not write or send: bytes that are not UTF-8 (reported on
+their own line), strings with lone surrogates (``"\\ud800"`` escapes), ``NaN`` and
+``Infinity`` (not JSON), and a row that already has the field results are written to.
+Lines end at ``\\n`` only: a lone carriage return inside a row does not split it.
 """
 
 from __future__ import annotations
@@ -110,25 +114,49 @@ def get_path(data: Any, path: str) -> Any:
     return data
 
 
-def _lines(path: str) -> Iterator[tuple[int, str]]:
-    if path == "-":
-        yield from enumerate(sys.stdin, start=1)
-        return
+def _lines(path: str) -> Iterator[tuple[int, bytes]]:
+    """Numbered lines as bytes, split at ``\\n`` only (``splitlines`` would split at CR)."""
     try:
-        with Path(path).open(encoding="utf-8") as stream:
-            yield from enumerate(stream, start=1)
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
     except OSError as e:
-        raise InputError(f"cannot read {path}: {e.strerror}") from e
-    except UnicodeDecodeError as e:
-        raise InputError(
-            f"cannot read {path}: not UTF-8 text ({e.reason} at byte {e.start})"
-        ) from e
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from e
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]  # a UTF-8 byte order mark
+    yield from enumerate(data.split(b"\n"), start=1)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number; write null or a string")
+
+
+def _bad_string(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first string (key or value) that is not valid Unicode."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "(row)"
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            here = f"{path}.{k}" if path else str(k)
+            if (bad := _bad_string(k, here) or _bad_string(v, here)) is not None:
+                return bad
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            if (bad := _bad_string(v, f"{path}.{i}" if path else str(i))) is not None:
+                return bad
+    return None
 
 
 def read_rollouts(
-    path: str, fields: FieldMap | None = None
+    path: str, fields: FieldMap | None = None, *, reserved: str | None = None
 ) -> tuple[list[SourceRow], list[RowError]]:
     """Read and validate every row of a JSONL file (``"-"``: standard input).
+
+    Args:
+        path: the file, or ``"-"``.
+        fields: where each rollout field is.
+        reserved: a top-level key that rows must not have (where results will go).
 
     Returns:
         ``(rows, errors)``: the valid rows in file order, and one error per bad row.
@@ -138,15 +166,25 @@ def read_rollouts(
     rows: list[SourceRow] = []
     errors: list[RowError] = []
     seen: dict[str, int] = {}
-    for number, text in _lines(path):
-        if not text.strip():
+    for number, raw in _lines(path):
+        if not raw.strip():
             continue
         try:
-            data = json.loads(text)
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            text = raw.decode("utf-8", errors="backslashreplace")
+            message = f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+            errors.append(RowError(path, number, None, message, text))
+            continue
+        try:
+            data = json.loads(text, parse_constant=_reject_constant)
         except json.JSONDecodeError as e:
             errors.append(
                 RowError(path, number, None, f"not valid JSON ({e.msg} at column {e.colno})", text)
             )
+            continue
+        except ValueError as e:
+            errors.append(RowError(path, number, None, f"not valid JSON: {e}", text))
             continue
         if not isinstance(data, dict):
             errors.append(
@@ -158,6 +196,14 @@ def read_rollouts(
                     text,
                 )
             )
+            continue
+        if (bad := _bad_string(data)) is not None:
+            message = "has a lone surrogate (a \\ud800-\\udfff escape), which is not text"
+            errors.append(RowError(path, number, bad, message, text))
+            continue
+        if reserved is not None and reserved in data:
+            message = "results are written to this field; pass --output-field with another name"
+            errors.append(RowError(path, number, reserved, message, text))
             continue
         values: dict[str, Any] = {}
         for name, source in vars(fields).items():

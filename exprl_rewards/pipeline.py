@@ -20,6 +20,9 @@ argument                default (released ExpRL)            alternatives
 ``truncated``           ``"zero"``: reward 0, no judge      ``"judge"``, ``"unscored"``
 ``order``               ``"cache"`` (released: problem,     ``"released"``
                         reasoning, reference)
+``min_mass``            0.5: logprobs refine a written      0 to 1; 1.01: the written
+                        score when the digits hold half     number always (released:
+                        the probability at its token        greedy parsed integer)
 ======================  ==================================  ==========================
 
 Concurrency, retries, timeouts and caching belong to the judge (see
@@ -45,7 +48,7 @@ from .advantages import outcome_advantages, process_advantages
 from .alignment import segment_token_ranges
 from .calibration import Calibrator, LinearCalibrator, probs_matrix
 from .errors import ConfigError, InputError
-from .judges.base import Judge, Judgement, JudgeRequest, run_sync
+from .judges.base import DEFAULT_MIN_MASS, Judge, Judgement, JudgeRequest, run_sync
 from .rollout import Rollout, Segment
 from .slicers import Slicer, get_slicer
 from .templates import JudgeTemplate, Mode, Order, get_template
@@ -155,6 +158,9 @@ class RewardPipeline:
             ``"unscored"``.
         order: ``"cache"`` or ``"released"`` prompt order.
         prefill: use the template's assistant prefill (the judge must support it).
+        min_mass: the probability the valid score tokens must hold at the written
+            score's token for the logprob-weighted value to replace it
+            (:data:`~exprl_rewards.judges.base.DEFAULT_MIN_MASS`).
     """
 
     def __init__(
@@ -172,6 +178,7 @@ class RewardPipeline:
         truncated: Truncated = "zero",
         order: Order = "cache",
         prefill: bool = True,
+        min_mass: float = DEFAULT_MIN_MASS,
     ) -> None:
         self.judge = judge
         self.template = (
@@ -192,6 +199,9 @@ class RewardPipeline:
         if truncated not in ("zero", "judge", "unscored"):
             raise ConfigError(f"truncated must be 'zero', 'judge' or 'unscored', got {truncated!r}")
         self.truncated, self.order, self.prefill = truncated, order, prefill
+        if not 0.0 <= min_mass <= 1.01:
+            raise ConfigError(f"min_mass must be between 0 and 1, got {min_mass!r}")
+        self.min_mass = min_mass
 
     def segments(self, rollout: Rollout) -> tuple[Segment, ...]:
         """The segments graded for ``rollout``: the whole response in outcome mode."""
@@ -219,7 +229,11 @@ class RewardPipeline:
                 )
             out.append(
                 JudgeRequest.from_template(
-                    self.template, key=f"{rollout.id}#{s.index}", prefill=self.prefill, **variables
+                    self.template,
+                    key=f"{rollout.id}#{s.index}",
+                    prefill=self.prefill,
+                    min_mass=self.min_mass,
+                    **variables,
                 )
             )
         return out

@@ -343,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pipeline = RewardPipeline(
             make_judge(args, cache), mode=args.mode, template=template, slicer=args.slicer,
             calibrator=load_calibrator(args.calibration) if args.calibration else None,
-            prefill=not args.no_prefill,
+            prefill=not args.no_prefill, min_mass=args.min_mass,
         )  # fmt: skip
         unscored: UnscoredPolicy = (
             "group-mean" if args.unscored == "group-mean" else float(args.unscored)

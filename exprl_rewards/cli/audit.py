@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         judge = make_judge(args, cache)
         pipeline = RewardPipeline(
             judge, mode=mode, template=template, slicer=args.slicer,
-            prefill=not args.no_prefill,
+            prefill=not args.no_prefill, min_mass=args.min_mass,
         )  # fmt: skip
         options = AuditOptions(
             fit_fraction=args.fit_fraction, seed=args.seed, calibrator=args.calibrator,

@@ -6,7 +6,7 @@ import argparse
 import os
 
 from ..errors import ExpRLError
-from ..judges.base import Judge
+from ..judges.base import DEFAULT_MIN_MASS, Judge
 from ..judges.cache import JudgeCache
 from ..local_model import DEFAULT_MODEL_NAME, cache_dir
 
@@ -40,9 +40,21 @@ def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
         help="logprobs per token for logprob-weighted scores (0: off)",
     )
     j.add_argument(
+        "--min-mass",
+        type=float,
+        default=DEFAULT_MIN_MASS,
+        help="logprobs refine a written score only when the score digits hold at least this"
+        " probability at its token; else the written number stands (default: %(default)s)",
+    )
+    j.add_argument(
         "--concurrency", type=int, default=32, help="requests in flight (OpenAI-compatible servers)"
     )
-    j.add_argument("--timeout", type=float, default=120.0, help="seconds per request attempt")
+    j.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds a judge request attempt may take in all, body included (default: 120)",
+    )
     j.add_argument(
         "--no-prefill",
         action="store_true",

@@ -15,6 +15,7 @@ first use), any OpenAI-compatible server (``--base-url``, ``--model``, key from
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -31,6 +32,7 @@ from ..pipeline import BatchResult, RewardPipeline, RolloutResult
 from ..slicers import PRESETS
 from ..templates import MODES, TEMPLATES, load_template
 from .judge_args import add_judge_arguments, make_judge
+from .output import open_output
 
 __all__ = ["main"]
 
@@ -130,23 +132,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _done_ids(path: Path, field: str) -> set[str]:
-    """Ids already in the output; a partial last line (a killed run) is cut off."""
-    if not path.exists():
-        return set()
-    done: set[str] = set()
-    with path.open("rb+") as f:
-        data = f.read()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
-            f.truncate(end)  # the line a killed run was writing
-        for line in data[:end].splitlines():
-            if line.strip():
-                row = json.loads(line)
-                done.add(str(row[field]["id"]))
-    return done
-
-
 def _batches(rows: list[SourceRow], size: int) -> Iterator[list[SourceRow]]:
     groups: dict[str, list[SourceRow]] = {}
     for row in rows:
@@ -161,8 +146,42 @@ def _batches(rows: list[SourceRow], size: int) -> Iterator[list[SourceRow]]:
         yield batch
 
 
-def _record(result: RolloutResult, pipeline: RewardPipeline, with_tokens: bool) -> dict[str, Any]:
+def _settings(pipeline: RewardPipeline, args: argparse.Namespace) -> dict[str, Any]:
+    """Everything that shapes a row's scores and advantages; stored in every row, and a
+    resume with other settings is refused (see :mod:`exprl_rewards.cli.output`)."""
+    judge = pipeline.judge
+    sampling_of = getattr(judge, "sampling", None)
+    sampling = sampling_of() if callable(sampling_of) else None
+    calibration = None
+    if args.calibration:
+        calibration = hashlib.sha256(Path(args.calibration).read_bytes()).hexdigest()[:16]
+    return {
+        "mode": pipeline.mode,
+        "template": pipeline.template.id,
+        "slicer": args.slicer if pipeline.mode != "outcome" else None,
+        "order": pipeline.order,
+        "estimator": pipeline.outcome_estimator
+        if pipeline.mode == "outcome"
+        else pipeline.process_estimator,
+        "reduce": pipeline.reduce,
+        "truncated": pipeline.truncated,
+        "calibration": calibration,
+        "judge": f"{getattr(judge, 'backend', '?')}:{getattr(judge, 'model', '?')}",
+        "sampling": sampling,
+        "prefill": pipeline.prefill,
+        "min_mass": pipeline.min_mass,
+        "token_advantages": bool(args.token_advantages),
+    }
+
+
+def _record(
+    result: RolloutResult,
+    pipeline: RewardPipeline,
+    with_tokens: bool,
+    settings: dict[str, Any],
+) -> dict[str, Any]:
     judgements = result.judgements
+    masses = [j.mass for j in judgements] if judgements else [None] * len(result.segments)
     record: dict[str, Any] = {
         "id": result.id,
         "group_id": result.group_id,
@@ -175,12 +194,13 @@ def _record(result: RolloutResult, pipeline: RewardPipeline, with_tokens: bool) 
     if pipeline.mode != "outcome":
         record["segments"] = [
             {"index": s.index, "start": s.start, "end": s.end, "score": s.score, "raw": s.raw,
-             "reason": s.reason, "advantage": s.advantage,
+             "mass": mass, "reason": s.reason, "advantage": s.advantage,
              **({"tokens": list(s.tokens)} if s.tokens else {})}
-            for s in result.segments
+            for s, mass in zip(result.segments, masses, strict=True)
         ]  # fmt: skip
-    elif result.segments:
-        record["raw"] = result.segments[0].raw
+    else:
+        record["raw"] = result.segments[0].raw if result.segments else None
+        record["mass"] = masses[0] if masses else None
     if with_tokens and result.token_advantages is not None:
         record["token_advantages"] = [
             None if a != a else a for a in result.token_advantages.tolist()
@@ -194,6 +214,7 @@ def _record(result: RolloutResult, pipeline: RewardPipeline, with_tokens: bool) 
         "prompt_tokens": sum(j.prompt_tokens or 0 for j in judgements),
         "completion_tokens": sum(j.completion_tokens or 0 for j in judgements),
     }
+    record["settings"] = settings
     return record
 
 
@@ -278,7 +299,9 @@ def _report(
     summary = _summary(batches, good, bad, resumed, time.perf_counter() - start)
     _print_summary(summary, sys.stderr)
     if args.summary_json:
-        Path(args.summary_json).write_text(json.dumps(summary, indent=2) + "\n")
+        path = Path(args.summary_json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary, indent=2) + "\n")
     return 0
 
 
@@ -297,6 +320,7 @@ def _report_bad_rows(errors: list[RowError], args: argparse.Namespace) -> int:
         args.errors_file
         or (f"{args.output}.errors.jsonl" if args.output != "-" else "exprl-errors.jsonl")
     )
+    side.parent.mkdir(parents=True, exist_ok=True)
     with side.open("w", encoding="utf-8") as f:
         for e in errors:
             f.write(
@@ -315,70 +339,77 @@ def _report_bad_rows(errors: list[RowError], args: argparse.Namespace) -> int:
     return 0
 
 
+def _pipeline(args: argparse.Namespace) -> RewardPipeline:
+    cache = None if args.no_cache else JudgeCache(args.cache)
+    judge = make_judge(args, cache)
+    template = args.template
+    if template and template not in TEMPLATES:
+        template = load_template(Path(template), mode=args.mode)
+    options: dict[str, Any] = {
+        "mode": args.mode,
+        "template": template,
+        "slicer": args.slicer,
+        "order": args.order,
+        "truncated": args.truncated,
+        "prefill": not args.no_prefill,
+        "min_mass": args.min_mass,
+    }
+    if args.calibration:
+        options["calibrator"] = load_calibrator(args.calibration)
+    if args.estimator:
+        key = "outcome_estimator" if args.mode == "outcome" else "process_estimator"
+        options[key] = args.estimator
+    return RewardPipeline(judge, **options)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
     start = time.perf_counter()
     fields = FieldMap(**{name: getattr(args, f"{name}_field") for name in vars(FieldMap())})
     try:
-        rows, errors = read_rollouts(args.input, fields)
+        rows, errors = read_rollouts(args.input, fields, reserved=args.output_field)
     except ExpRLError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if errors and _report_bad_rows(errors, args):
         return EXIT_BAD_INPUT
-    to_stdout = args.output == "-"
-    out_path = Path(args.output)
-    done = set() if to_stdout else _done_ids(out_path, args.output_field)
-    pending_groups = {r.rollout.group_id for r in rows if r.rollout.id not in done}
-    todo = [r for r in rows if r.rollout.group_id in pending_groups]
-    if not todo:
-        return _report([], len(rows), len(errors), len(done), start, args)
     try:
-        cache = None if args.no_cache else JudgeCache(args.cache)
-        judge = make_judge(args, cache)
-        template = args.template
-        if template and template not in TEMPLATES:
-            template = load_template(Path(template), mode=args.mode)
-        options: dict[str, Any] = {
-            "mode": args.mode,
-            "template": template,
-            "slicer": args.slicer,
-            "order": args.order,
-        }
-        if args.calibration:
-            options["calibrator"] = load_calibrator(args.calibration)
-        options["truncated"] = args.truncated
-        options["prefill"] = not args.no_prefill
-        if args.estimator:
-            options["outcome_estimator" if args.mode == "outcome" else "process_estimator"] = (
-                args.estimator
-            )
-        pipeline = RewardPipeline(judge, **options)
-    except ExpRLError as e:
+        pipeline = _pipeline(args)
+        settings = _settings(pipeline, args)
+        if args.summary_json:
+            Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
+        output = open_output(
+            args.output, name=args.output_field, settings=settings, input_path=args.input
+        )
+    except (ExpRLError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    done = output.done
+    pending_groups = {r.rollout.group_id for r in rows if r.rollout.id not in done}
+    todo = [r for r in rows if r.rollout.group_id in pending_groups]
     progress = _Progress(sum(r.rollout.id not in done for r in todo), args.progress)
     results: list[BatchResult] = []
-    stream = sys.stdout if to_stdout else out_path.open("a", encoding="utf-8")
     try:
         for batch in _batches(todo, args.batch_size):
             result = pipeline.score_sync([r.rollout for r in batch])
             results.append(result)
-            written = 0
+            written = []
             for row, res in zip(batch, result.results, strict=True):
-                if res.id in done:
-                    continue
-                data = dict(row.data)
-                data[args.output_field] = _record(res, pipeline, args.token_advantages)
-                stream.write(json.dumps(data, ensure_ascii=False) + "\n")
-                written += 1
-            stream.flush()
-            progress.update(written)
+                if res.id not in done:
+                    data = dict(row.data)
+                    data[args.output_field] = _record(
+                        res, pipeline, args.token_advantages, settings
+                    )
+                    written.append(data)
+            output.write_rows(written)
+            progress.update(len(written))
     finally:
         progress.close()
-        if not to_stdout:
-            stream.close()
+        output.close()
+    cache = getattr(pipeline.judge, "cache", None)
+    if cache is not None and getattr(cache, "disabled", None):
+        print(f"warning: the judge cache was turned off mid-run: {cache.disabled}", file=sys.stderr)
     return _report(results, len(rows), len(errors), len(done), start, args)
 
 

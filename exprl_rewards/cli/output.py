@@ -1,0 +1,172 @@
+"""The score command's output file: ours to append to, or refused before it is touched.
+
+``-o FILE`` is appended to and resumed by rollout id, so it must be this tool's own
+output, written with the same settings, and written by one run at a time. Before any
+judge call and before any byte of the file changes, :func:`open_output`:
+
+- refuses a path that is the input file itself;
+- creates missing parent folders;
+- takes an exclusive lock on the file (``flock``), so a second run writing the same
+  output stops at once instead of writing every row twice;
+- reads every complete line: each must be a row this tool wrote (a JSON object whose
+  output field holds an ``id`` and the run's ``settings``), and its settings must equal
+  this run's (mode, template, judge, slicer, calibration...): resuming with other
+  settings would mix two kinds of score in one file;
+- only then cuts a last line without a newline, the row a killed run was writing, and
+  only when complete rows of ours come before it.
+
+Anything else (a JSON config, a CSV, another tool's JSONL, an older run) raises
+:class:`~exprl_rewards.errors.OutputError` naming the file, the line and the way out.
+A path that is not a regular file (``-``, ``/dev/stdout``, a pipe) is a stream: written,
+never read back, resumed or locked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..errors import OutputError
+
+__all__ = ["Output", "open_output", "settings_diff"]
+
+
+@dataclass
+class Output:
+    """An open output: where rows go, and the ids already written there."""
+
+    stream: TextIO
+    done: set[str] = field(default_factory=set)
+    path: Path | None = None  # None for a stream
+
+    def write_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Append whole rows in one write, flushed (strict JSON: no NaN)."""
+        if rows:
+            self.stream.write("".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n"
+                                      for r in rows))  # fmt: skip
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.path is not None:
+            self.stream.close()  # also releases the lock
+        else:
+            self.stream.flush()
+
+
+def settings_diff(old: Any, new: dict[str, Any]) -> list[str]:
+    """The settings that differ, as ``key: old -> new`` lines."""
+    if not isinstance(old, dict):
+        return [f"settings: {old!r} -> (this run's)"]
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+def _is_stream(path: str) -> bool:
+    if path == "-":
+        return True
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _same_file(a: str, b: str) -> bool:
+    with contextlib.suppress(OSError):
+        return os.path.samefile(a, b)
+    return False
+
+
+def _lock(handle: TextIO, path: Path) -> None:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, as before
+        return
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise OutputError(
+            f"{path} is being written by another run (it holds the file's lock); wait for it"
+            " to finish, or write to another -o"
+        ) from None
+
+
+def _check_rows(path: Path, data: bytes, name: str, settings: dict[str, Any]) -> set[str]:
+    """The ids of the complete rows in ``data``, all of which must be ours and alike."""
+    done: set[str] = set()
+    not_ours = (
+        f"it is not this tool's output, so it is left as it is: choose another -o (the"
+        f" file must be empty, missing, or rows written by `exprl_rewards.score` with"
+        f" --output-field {name})"
+    )
+    for number, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            record = row[name]
+            rid, old = str(record["id"]), record["settings"]
+        except (ValueError, TypeError, KeyError, IndexError):
+            raise OutputError(f"{path}:{number}: {not_ours}") from None
+        if old != settings:
+            changes = "; ".join(settings_diff(old, settings))
+            raise OutputError(
+                f"{path}:{number}: written with other settings ({changes}). Resuming would mix"
+                " two kinds of score in one file: write to a new -o, or rerun with the old"
+                " settings"
+            )
+        done.add(rid)
+    return done
+
+
+def open_output(
+    path: str, *, name: str, settings: dict[str, Any], input_path: str | None = None
+) -> Output:
+    """Open ``path`` for the rows of a run with ``settings`` (see the module docs).
+
+    Args:
+        path: the ``-o`` argument (``"-"``: standard output).
+        name: the output field (``--output-field``) that holds each row's results.
+        settings: this run's settings, stored in every row and compared on resume.
+        input_path: the input file, which is never the output.
+
+    Raises:
+        OutputError: the file is not ours, is locked by another run, holds rows of
+            other settings, or is the input.
+    """
+    if _is_stream(path):
+        stream = sys.stdout if path == "-" else open(path, "w", encoding="utf-8")  # noqa: SIM115
+        return Output(stream)
+    target = Path(path)
+    if input_path not in (None, "-") and _same_file(path, input_path):
+        raise OutputError(f"{path} is the input file; write the output to another path")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle = target.open("a", encoding="utf-8")  # creates it; changes nothing that exists
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
+    try:
+        _lock(handle, target)
+        data = target.read_bytes()
+        end = data.rfind(b"\n") + 1
+        done = _check_rows(target, data[:end], name, settings)
+        if end < len(data):
+            tail = data[end:]
+            if not done or not tail.lstrip().startswith(b"{"):
+                line = data.count(b"\n") + 1
+                raise OutputError(
+                    f"{target}:{line}: a last line with no newline that is not the cut-off"
+                    " row of an earlier run of ours: this is not this tool's output, so it"
+                    " is left as it is; choose another -o"
+                )
+            os.truncate(target, end)  # the row a killed run was writing
+    except BaseException:
+        handle.close()
+        raise
+    return Output(handle, done, target)
