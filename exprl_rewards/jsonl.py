@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from .errors import InputError
 from .rollout import Rollout
 
-__all__ = ["FieldMap", "RowError", "SourceRow", "get_path", "read_rollouts"]
+__all__ = ["FieldMap", "RowError", "SourceRow", "find_bad_string", "get_path", "read_rollouts"]
 
 
 @dataclass(frozen=True)
@@ -129,8 +129,12 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number; write null or a string")
 
 
-def _bad_string(value: Any, path: str = "") -> str | None:
-    """The dotted path of the first string (key or value) that is not valid Unicode."""
+def find_bad_string(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first string (key or value) that is not valid Unicode.
+
+    >>> find_bad_string({"a": ["ok", "\\ud800"]})
+    'a.1'
+    """
     if isinstance(value, str):
         try:
             value.encode("utf-8")
@@ -139,11 +143,11 @@ def _bad_string(value: Any, path: str = "") -> str | None:
     elif isinstance(value, dict):
         for k, v in value.items():
             here = f"{path}.{k}" if path else str(k)
-            if (bad := _bad_string(k, here) or _bad_string(v, here)) is not None:
+            if (bad := find_bad_string(k, here) or find_bad_string(v, here)) is not None:
                 return bad
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            if (bad := _bad_string(v, f"{path}.{i}" if path else str(i))) is not None:
+            if (bad := find_bad_string(v, f"{path}.{i}" if path else str(i))) is not None:
                 return bad
     return None
 
@@ -197,7 +201,7 @@ def read_rollouts(
                 )
             )
             continue
-        if (bad := _bad_string(data)) is not None:
+        if (bad := find_bad_string(data)) is not None:
             message = "has a lone surrogate (a \\ud800-\\udfff escape), which is not text"
             errors.append(RowError(path, number, bad, message, text))
             continue

@@ -14,9 +14,17 @@ Endpoints:
 All requests share one event loop, hence the judge's concurrency budget and cache.
 Binds 127.0.0.1 unless told otherwise; ``--token`` (or ``$EXPRL_SERVE_TOKEN``) requires
 ``Authorization: Bearer TOKEN``. Errors are JSON ``{"error": ...}`` with a 4xx status
-for the client's mistakes (400 bad JSON or fields, 401 token, 404, 413 too large) and
-504 when judging takes longer than ``--request-timeout`` (default 170 s, inside
-OpenRLHF's older 180 s client timeout).
+for the client's mistakes (400 bad JSON, fields or ``Content-Length``, 401 token, 404,
+408 a body not received in time, 411 no length, 413 too large), 503 when all
+connection slots are taken, and 504 when judging takes longer than
+``--request-timeout`` (default 170 s, inside OpenRLHF's 180 s client timeout).
+
+Hostile clients cost bounded resources: at most ``max_connections`` connections are
+served at once (each on a thread); headers and body must arrive within
+``--read-timeout`` seconds in all, however slowly they trickle; a refused request's
+body is read and discarded so a keep-alive connection stays in step; a client that
+goes away is one log line. Text that is not valid Unicode (a lone surrogate escape) is
+a 400 naming the field.
 
 OpenRLHF needs a number per sample: an unscored one gets a neutral value (see
 :mod:`exprl_rewards.adapters.common`), and ``extra_logs["exprl_unscored"]`` flags it.
@@ -27,42 +35,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hmac
 import json
+import logging
 import os
 import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from .adapters.common import UnscoredPolicy, fill_unscored
 from .errors import ExpRLError, InputError
+from .httpd import BoundedHTTPServer, ClientError, Route, make_handler
 from .pipeline import BatchResult, RewardPipeline
 from .rollout import Rollout
 
 __all__ = ["RewardServer", "main"]
 
-
-class _ClientError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+_log = logging.getLogger(__name__)
+_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
 
 def _strings(body: dict[str, Any], key: str, n: int | None = None) -> list[str]:
     value = body.get(key)
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _ClientError(400, f"field {key!r} must be a list of strings")
+        raise ClientError(400, f"field {key!r} must be a list of strings")
     if n is not None and len(value) != n:
-        raise _ClientError(400, f"field {key!r} has {len(value)} items, 'query' has {n}")
+        raise ClientError(400, f"field {key!r} has {len(value)} items, 'query' has {n}")
     return value
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256  # a trainer's workers connect in bursts
 
 
 class RewardServer:
@@ -75,6 +75,8 @@ class RewardServer:
         max_body_bytes, max_batch: request limits (413 beyond them).
         request_timeout: seconds before an answer becomes a 504.
         unscored, neutral: the value an unscored sample gets.
+        read_timeout: seconds a request's headers and body may take to arrive, in all.
+        max_connections: connections served at once; more get a 503.
     """
 
     def __init__(
@@ -89,13 +91,16 @@ class RewardServer:
         request_timeout: float = 170.0,
         unscored: UnscoredPolicy = "group-mean",
         neutral: float = 0.5,
+        read_timeout: float = 30.0,
+        max_connections: int = 64,
     ) -> None:
         self.pipeline, self.token = pipeline, token
         self.max_body_bytes, self.max_batch = max_body_bytes, max_batch
         self.request_timeout, self.unscored, self.neutral = request_timeout, unscored, neutral
+        self.read_timeout = read_timeout
         self.loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.httpd = _HTTPServer((host, port), self._handler())
+        self.httpd = BoundedHTTPServer((host, port), make_handler(self), max_connections)
 
     @property
     def url(self) -> str:
@@ -141,7 +146,7 @@ class RewardServer:
             return future.result(timeout=self.request_timeout)
         except FutureTimeout:
             future.cancel()
-            raise _ClientError(
+            raise ClientError(
                 504, f"judging took longer than {self.request_timeout:g} s; try a smaller batch"
             ) from None
 
@@ -150,21 +155,22 @@ class RewardServer:
         prompts = _strings(body, "prompts", len(queries))
         labels = _strings(body, "labels", len(queries))
         if len(queries) > self.max_batch:
-            raise _ClientError(413, f"{len(queries)} samples; the limit is {self.max_batch}")
+            raise ClientError(413, f"{len(queries)} samples; the limit is {self.max_batch}")
         rollouts = []
         for i, (query, prompt, label) in enumerate(zip(queries, prompts, labels, strict=True)):
             if not query.startswith(prompt):
-                raise _ClientError(400, f"sample {i}: the query does not start with its prompt")
-            reference, question = label, prompt
-            if label.lstrip().startswith("{"):
-                try:
-                    info = json.loads(label)
-                    reference = str(info["solution"])
-                    question = str(info.get("question", prompt))
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise _ClientError(
-                        400, f"sample {i}: a JSON label needs a 'solution' field"
-                    ) from None
+                raise ClientError(400, f"sample {i}: the query does not start with its prompt")
+            reference: Any = label
+            question: Any = prompt
+            info = _json_label(label)
+            if info is not None:  # a JSON object label; other text is the reference itself
+                reference, question = info.get("solution"), info.get("question", prompt)
+                if not isinstance(reference, str) or not isinstance(question, str):
+                    raise ClientError(
+                        400,
+                        f"sample {i}: a JSON label needs 'solution' (and an optional"
+                        f" 'question') as strings, got {json.dumps(info)[:120]}",
+                    )
             rollouts.append(
                 Rollout(
                     id=str(i), group_id=prompt, question=question, reference=reference,
@@ -186,13 +192,13 @@ class RewardServer:
     def native(self, body: dict[str, Any]) -> dict[str, Any]:
         items = body.get("rollouts")
         if not isinstance(items, list):
-            raise _ClientError(400, "field 'rollouts' must be a list of objects")
+            raise ClientError(400, "field 'rollouts' must be a list of objects")
         if len(items) > self.max_batch:
-            raise _ClientError(413, f"{len(items)} rollouts; the limit is {self.max_batch}")
+            raise ClientError(413, f"{len(items)} rollouts; the limit is {self.max_batch}")
         rollouts = []
         for i, item in enumerate(items):
             if not isinstance(item, dict):
-                raise _ClientError(400, f"rollouts[{i}] must be an object")
+                raise ClientError(400, f"rollouts[{i}] must be an object")
             try:
                 rollouts.append(
                     Rollout(
@@ -202,13 +208,13 @@ class RewardServer:
                     )
                 )  # fmt: skip
             except KeyError as e:
-                raise _ClientError(400, f"rollouts[{i}]: field {e.args[0]!r} is missing") from None
+                raise ClientError(400, f"rollouts[{i}]: field {e.args[0]!r} is missing") from None
             except InputError as e:
-                raise _ClientError(400, f"rollouts[{i}]: {e}") from None
+                raise ClientError(400, f"rollouts[{i}]: {e}") from None
         try:
             batch = self._score(rollouts)
         except InputError as e:
-            raise _ClientError(400, str(e)) from None
+            raise ClientError(400, str(e)) from None
         return {
             "results": [
                 {
@@ -225,6 +231,10 @@ class RewardServer:
             "summary": batch.summary(),
         }  # fmt: skip
 
+    def routes(self) -> dict[str, Route]:
+        """POST paths and the functions that answer them."""
+        return {"/get_reward": self.openrlhf, "/score": self.native}
+
     def health(self) -> dict[str, Any]:
         judge = self.pipeline.judge
         return {
@@ -234,72 +244,17 @@ class RewardServer:
             "judge": f"{getattr(judge, 'backend', '?')}:{getattr(judge, 'model', '?')}",
         }
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def _send(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload, allow_nan=False, default=str).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _authorized(self) -> bool:
-                if server.token is None:
-                    return True
-                given = self.headers.get("Authorization", "")
-                return hmac.compare_digest(given.encode(), f"Bearer {server.token}".encode())
-
-            def do_GET(self) -> None:
-                if self.path.rstrip("/") == "/health":
-                    self._send(200, server.health())
-                else:
-                    self._send(404, {"error": f"no such endpoint: GET {self.path}"})
-
-            def do_POST(self) -> None:
-                routes = {"/get_reward": server.openrlhf, "/score": server.native}
-                try:
-                    route = routes.get(self.path.rstrip("/"))
-                    if route is None:
-                        raise _ClientError(404, f"no such endpoint: POST {self.path}")
-                    if not self._authorized():
-                        raise _ClientError(401, "missing or wrong bearer token")
-                    length = int(self.headers.get("Content-Length") or 0)
-                    if length > server.max_body_bytes:
-                        self.close_connection = True
-                        raise _ClientError(
-                            413, f"body of {length} bytes; the limit is {server.max_body_bytes}"
-                        )
-                    try:
-                        body = json.loads(self.rfile.read(length))
-                    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                        raise _ClientError(400, f"body is not JSON: {e}") from None
-                    if not isinstance(body, dict):
-                        raise _ClientError(400, "body must be a JSON object")
-                    self._send(200, _nan_to_none(route(body)))
-                except _ClientError as e:
-                    self._send(e.status, {"error": str(e)})
-                except Exception as e:  # the judge's own failures are per-sample, not here
-                    self._send(500, {"error": f"{type(e).__name__}: {e}"})
-
-        return Handler
-
-
-def _nan_to_none(x: Any) -> Any:
-    if isinstance(x, float) and x != x:
+def _json_label(label: str) -> dict[str, Any] | None:
+    """The label as a JSON object, or None when it is plain text (a reference that
+    happens to start with ``{``, such as a LaTeX group, is plain text)."""
+    if not label.lstrip().startswith("{"):
         return None
-    if isinstance(x, dict):
-        return {k: _nan_to_none(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_nan_to_none(v) for v in x]
-    return x
+    try:
+        info = json.loads(label)
+    except json.JSONDecodeError:
+        return None
+    return info if isinstance(info, dict) else None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -320,7 +275,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--unscored", default="group-mean", help="'group-mean' or a number")
     p.add_argument("--max-body-bytes", type=int, default=32 << 20)
     p.add_argument("--max-batch", type=int, default=4096)
-    p.add_argument("--request-timeout", type=float, default=170.0)
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=170.0,
+        help="seconds judging one request may take in all before a 504 (default: 170)",
+    )
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a request's headers and body may take to arrive (default: 30)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=64,
+        help="connections served at once; more get a 503 (default: 64)",
+    )
     add_judge_arguments(p)
     return p
 
@@ -352,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pipeline, host=args.host, port=args.port, token=args.token,
             max_body_bytes=args.max_body_bytes, max_batch=args.max_batch,
             request_timeout=args.request_timeout, unscored=unscored,
+            read_timeout=args.read_timeout, max_connections=args.max_connections,
         )  # fmt: skip
     except (ExpRLError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

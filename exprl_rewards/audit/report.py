@@ -129,7 +129,9 @@ def _plots(
 
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], "k:", label="perfect")
-    for name in dict.fromkeys(["linear", headline]):
+    # The headline calibrator is missing when the fit split had too few scored units of
+    # both labels to fit it: the plots then show the linear map alone.
+    for name in dict.fromkeys(n for n in ("linear", headline) if n in calibrated):
         p = calibrated[name][keep]
         m = ~np.isnan(p)
         edges = np.linspace(0, 1, 11)
