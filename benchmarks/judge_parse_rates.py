@@ -81,6 +81,10 @@ def main() -> None:
         "--templates", nargs="+", choices=list(TEMPLATES), default=list(TEMPLATES),
         help="which templates to measure (default: all)",
     )  # fmt: skip
+    p.add_argument(
+        "--constrain-scores", action="store_true",
+        help="score-only templates: decode only the scale's digits (vLLM structured outputs)",
+    )  # fmt: skip
     args = p.parse_args()
     items = rollouts(args.n)
     cache_path = Path(tempfile.mkdtemp()) / "judge.sqlite"
@@ -95,6 +99,7 @@ def main() -> None:
         local = VLLMJudge(
             default_model_dir(), name="smollm2-135m-instruct", engine_process=False,
             max_model_len=2048, enforce_eager=True, max_tokens=args.max_tokens,
+            constrain_scores=args.constrain_scores,
         )  # fmt: skip
     try:
         for name in args.templates:
@@ -105,6 +110,7 @@ def main() -> None:
                 judge = OpenAIJudge(
                     server.model, base_url=server.url, max_tokens=args.max_tokens, top_logprobs=20,
                     prefill=True, concurrency=32, cache=cache,
+                    constrain_scores=args.constrain_scores,
                 )  # fmt: skip
             else:
                 assert local is not None

@@ -215,3 +215,30 @@ def test_one_overlong_prompt_leaves_the_rest_of_the_batch_scored(
     rest = [r for i, r in enumerate(results) if i != 2]
     assert all("context length" not in (r.reason or "") for r in rest)
     assert_own_words(rest)
+
+
+def test_constrained_scores_are_the_judges_own_digits_over_http_and_in_process(
+    vllm_judge: object, judge_server: VLLMServer, data_dir: Path
+) -> None:
+    """With structured outputs the 135M judge writes a digit every time (unconstrained it
+    often writes "1-5" or "70000"): a score of its own choosing, never a rescue."""
+    requests = outcome_requests(data_dir, "outcome-score-only", questions=2)
+    served = OpenAIJudge(
+        judge_server.model, base_url=judge_server.url, top_logprobs=20, prefill=True,
+        constrain_scores=True,
+    )  # fmt: skip
+    local = vllm_judge
+    local.constrain_scores = True  # type: ignore[attr-defined]
+    try:
+        for results in (judge_sync(served, requests), judge_sync(local, requests)):  # type: ignore[arg-type]
+            assert_well_formed(results, requests)
+            assert_own_words(results)
+            assert all(r.scored for r in results)
+            assert all(r.text[len("Score: ") :] in {"1", "2", "3", "4", "5"} for r in results)
+            assert all(r.mass is not None and r.mass > 0.99 for r in results)
+    finally:
+        local.constrain_scores = False  # type: ignore[attr-defined]
+    plain = OpenAIJudge(judge_server.model, base_url=judge_server.url, prefill=True)
+    assert requests[0].cache_key("openai", "m", served.sampling()) != requests[0].cache_key(
+        "openai", "m", plain.sampling()
+    )

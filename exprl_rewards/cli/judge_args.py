@@ -56,6 +56,14 @@ def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds a judge request attempt may take in all, body included (default: 120)",
     )
     j.add_argument(
+        "--constrain-scores",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="score-only templates: decode only the scale's digits (vLLM structured outputs),"
+        " so the judge always writes a score of its own choosing (default: on for the"
+        " embedded judge, off for others)",
+    )
+    j.add_argument(
         "--no-prefill",
         action="store_true",
         help="do not start the judge's answer (for servers without continue_final_message)",
@@ -80,13 +88,15 @@ def make_judge(args: argparse.Namespace, cache: JudgeCache | None) -> Judge:
             args.model, base_url=args.base_url, api_key_env=args.api_key_env,
             max_tokens=args.max_tokens or 2048, top_logprobs=top, concurrency=args.concurrency,
             timeout=args.timeout, cache=cache, prefill=not args.no_prefill,
+            constrain_scores=bool(args.constrain_scores),
         )  # fmt: skip
     from ..judges.vllm import VLLMJudge
 
     if args.vllm_model:
         return VLLMJudge(
-            args.vllm_model, max_tokens=args.max_tokens or 2048, top_logprobs=top, cache=cache
-        )
+            args.vllm_model, max_tokens=args.max_tokens or 2048, top_logprobs=top, cache=cache,
+            constrain_scores=bool(args.constrain_scores),
+        )  # fmt: skip
     from ..local_model import default_model_dir
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -97,4 +107,5 @@ def make_judge(args: argparse.Namespace, cache: JudgeCache | None) -> Judge:
     return VLLMJudge(
         default_model_dir(), name=DEFAULT_MODEL_NAME, engine_process=False, max_model_len=2048,
         enforce_eager=True, max_tokens=args.max_tokens or 384, top_logprobs=top, cache=cache,
+        constrain_scores=args.constrain_scores is not False,
     )  # fmt: skip

@@ -53,6 +53,7 @@ __all__ = [
     "TokenLogprobs",
     "finish",
     "judge_sync",
+    "score_choices",
     "unscored",
 ]
 
@@ -64,6 +65,15 @@ SCORE_ONLY_MAX_TOKENS = 8
 # logprob-weighted value replaces the judge's written number. Below it the distribution
 # says the judge was not choosing among scores there, and the written number stands.
 DEFAULT_MIN_MASS = 0.5
+
+
+def score_choices(low: int, high: int) -> tuple[str, ...]:
+    """The answers a score-only template allows: each integer of the scale.
+
+    >>> score_choices(1, 5)
+    ('1', '2', '3', '4', '5')
+    """
+    return tuple(str(n) for n in range(low, high + 1))
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,8 @@ class JudgeRequest:
             number stands (:data:`DEFAULT_MIN_MASS`).
         max_tokens: a generation limit for this request (score-only templates need a
             few tokens); None: the backend's.
+        choices: the only answers a score-only template allows (``"1"`` ... ``"5"``);
+            a backend with ``constrain_scores`` decodes nothing else.
     """
 
     messages: tuple[ChatMessage, ...]
@@ -94,6 +106,7 @@ class JudgeRequest:
     key: str = ""
     min_mass: float = DEFAULT_MIN_MASS
     max_tokens: int | None = None
+    choices: tuple[str, ...] = ()
 
     @classmethod
     def from_template(
@@ -124,6 +137,7 @@ class JudgeRequest:
             key=key,
             min_mass=min_mass,
             max_tokens=SCORE_ONLY_MAX_TOKENS if template.score_only else None,
+            choices=score_choices(template.low, template.high) if template.score_only else (),
         )
 
     def cache_key(self, backend: str, model: str, sampling: dict[str, Any]) -> str:

@@ -129,6 +129,10 @@ class OpenAIJudge:
         seed: sampling seed, for servers that honour it.
         extra_body: extra JSON fields for every request.
         replica_cooldown: seconds a replica that timed out or refused is skipped.
+        constrain_scores: ask the server to decode only the allowed answers of
+            score-only requests (``"1"`` ... ``"5"``), through vLLM's
+            ``structured_outputs: {"choice": [...]}``; servers without it reject or
+            ignore the field.
     """
 
     backend = "openai"
@@ -153,6 +157,7 @@ class OpenAIJudge:
         seed: int | None = None,
         extra_body: dict[str, Any] | None = None,
         replica_cooldown: float = 10.0,
+        constrain_scores: bool = False,
     ) -> None:
         if concurrency < 1 or max_attempts < 1 or timeout <= 0:
             raise ConfigError("concurrency and max_attempts must be >= 1 and timeout > 0")
@@ -169,7 +174,7 @@ class OpenAIJudge:
         self.backoff, self.max_backoff = backoff, max_backoff
         self.cache = JudgeCache(cache) if isinstance(cache, (str, Path)) else cache
         self.prefill, self.seed, self.extra_body = prefill, seed, dict(extra_body or {})
-        self.replica_cooldown = replica_cooldown
+        self.replica_cooldown, self.constrain_scores = replica_cooldown, constrain_scores
         self._down_until = [0.0] * len(urls)
         self._next = 0
         self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
@@ -196,6 +201,7 @@ class OpenAIJudge:
             "seed": self.seed,
             "prefill": self.prefill,
             "extra_body": self.extra_body,
+            "constrain_scores": self.constrain_scores,
         }
 
     async def _enter_loop(self) -> _LoopState:
@@ -309,6 +315,8 @@ class OpenAIJudge:
     async def _call(self, client: openai.AsyncOpenAI, request: JudgeRequest) -> RawOutput:
         messages = [{"role": m["role"], "content": m["content"]} for m in request.messages]
         extra = dict(self.extra_body)
+        if self.constrain_scores and request.choices:
+            extra["structured_outputs"] = {"choice": list(request.choices)}
         if self.prefill and request.prefill:
             messages.append({"role": "assistant", "content": request.prefill})
             extra.update(continue_final_message=True, add_generation_prompt=False)

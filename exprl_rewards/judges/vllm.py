@@ -46,6 +46,10 @@ class VLLMJudge:
             (at most the engine's ``max_logprobs``, 20 by default). None: off.
         cache: a :class:`JudgeCache` or its path; None disables caching.
         name: the model name recorded in judgements and cache keys (default: ``model``).
+        constrain_scores: decode only the allowed answers of score-only requests
+            (``"1"`` ... ``"5"``) with vLLM's structured outputs. The judge then always
+            writes a score, its own choice among the valid ones, and the logprobs at it
+            are over those choices (``mass`` is about 1 by construction).
         engine_process: run vLLM's engine core in a subprocess (vLLM's default). False
             keeps it in this process: on a 2-core CPU it starts in ~8 s instead of
             ~35 s and needs no ``__main__`` guard (it sets
@@ -68,11 +72,12 @@ class VLLMJudge:
         cache: JudgeCache | str | Path | None = None,
         name: str | None = None,
         engine_process: bool = True,
+        constrain_scores: bool = False,
         **llm_kwargs: Any,
     ) -> None:
         if importlib.util.find_spec("vllm") is None:
             raise MissingExtraError("vllm", "cpu")
-        self.engine_process = engine_process
+        self.engine_process, self.constrain_scores = engine_process, constrain_scores
         self.model = name or str(model)
         self.temperature, self.max_tokens, self.top_logprobs = temperature, max_tokens, top_logprobs
         self.cache = JudgeCache(cache) if isinstance(cache, (str, Path)) else cache
@@ -122,6 +127,7 @@ class VLLMJudge:
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
             "top_logprobs": self.top_logprobs,
+            "constrain_scores": self.constrain_scores,
         }
 
     async def judge(self, requests: Sequence[JudgeRequest]) -> list[Judgement]:
@@ -144,6 +150,7 @@ class VLLMJudge:
         self, requests: Sequence[JudgeRequest], keys: list[str], todo: list[int], prefilled: bool
     ) -> dict[int, Judgement]:
         from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
 
         engine = self.llm
         conversations = []
@@ -153,16 +160,23 @@ class VLLMJudge:
             if prefilled:
                 messages.append({"role": "assistant", "content": requests[i].prefill})
             conversations.append(messages)
+            choices = requests[i].choices if self.constrain_scores else ()
             params.append(
                 SamplingParams(
                     temperature=self.temperature,
                     max_tokens=requests[i].max_tokens or self.max_tokens,
                     logprobs=self.top_logprobs,
+                    structured_outputs=StructuredOutputsParams(choice=list(choices))
+                    if choices
+                    else None,
                 )
             )
         start = time.perf_counter()
         try:
-            with self._lock:
+            # vLLM's grammar backend warns about its own deprecated options on first
+            # use; that is not the caller's to act on.
+            with self._lock, warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
                 outputs = engine.chat(
                     conversations,
                     params,
