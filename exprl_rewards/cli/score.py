@@ -5,7 +5,9 @@ Reads and validates every row first (exit code 2 on bad input, before any judge 
 a batch at a time and appends each finished row to the output, flushed. A rerun with the
 same output skips rows already written (by id) and never writes one twice; a group that
 was half written when the run died is graded again (from the judge cache) and only its
-missing rows are written. So a ``kill -9`` loses at most the batch in flight.
+missing rows are written. So a ``kill -9`` loses at most the batch in flight. The
+output must be this tool's own, written with the same settings, and one run at a time
+writes it (:mod:`exprl_rewards.cli.output`); anything else is refused untouched.
 
 Judges: the embedded default (SmolLM2-135M-Instruct on vLLM in this process, built on
 first use), any OpenAI-compatible server (``--base-url``, ``--model``, key from
@@ -21,7 +23,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from .. import __version__
 from ..calibration import load_calibrator
@@ -33,6 +35,7 @@ from ..slicers import PRESETS
 from ..templates import MODES, TEMPLATES, load_template
 from .judge_args import add_judge_arguments, make_judge
 from .output import open_output
+from .summary import Progress, print_summary, summarize
 
 __all__ = ["main"]
 
@@ -218,75 +221,6 @@ def _record(
     return record
 
 
-class _Progress:
-    def __init__(self, total: int, mode: str) -> None:
-        self.bar: Any = None
-        if mode == "on" or (mode == "auto" and sys.stderr.isatty()):
-            try:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=total, unit="rollout", file=sys.stderr, dynamic_ncols=True)
-            except ImportError:
-                self.bar = None
-
-    def update(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _summary(
-    batches: list[BatchResult], good: int, bad: int, resumed: int, wall: float
-) -> dict[str, Any]:
-    parts = [b.summary() for b in batches]
-    reasons: dict[str, int] = {}
-    for part in parts:
-        for reason, n in part["unscored_reasons"].items():
-            reasons[reason] = reasons.get(reason, 0) + n
-    scored = sum(p["scored"] for p in parts)
-    weighted = sum((p["mean_score"] or 0.0) * p["scored"] for p in parts)
-    return {
-        "rows": good + bad,
-        "graded": sum(p["rollouts"] for p in parts),
-        "already_done": resumed,
-        "bad_rows_skipped": bad,
-        "scored": scored,
-        "unscored": sum(p["unscored"] for p in parts),
-        "unscored_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
-        "mean_score": weighted / scored if scored else None,
-        "judge_requests": sum(p["judge_requests"] for p in parts),
-        "judge_calls": sum(p["judge_calls"] for p in parts),
-        "cache_hits": sum(p["cache_hits"] for p in parts),
-        "prompt_tokens": sum(p["prompt_tokens"] for p in parts),
-        "completion_tokens": sum(p["completion_tokens"] for p in parts),
-        "wall_s": round(wall, 2),
-    }
-
-
-def _print_summary(summary: dict[str, Any], out: TextIO) -> None:
-    mean = summary["mean_score"]
-    print(
-        f"exprl-rewards: {summary['rows']} rows, {summary['graded']} graded now"
-        f" ({summary['already_done']} already done,"
-        f" {summary['bad_rows_skipped']} bad rows skipped);"
-        f" scored {summary['scored']}, unscored {summary['unscored']};"
-        f" mean score {'-' if mean is None else f'{mean:.3f}'}",
-        file=out,
-    )
-    for reason, n in summary["unscored_reasons"].items():
-        print(f"  unscored {n:>5}  {reason}", file=out)
-    print(
-        f"  judge: {summary['judge_requests']} requests, {summary['judge_calls']} calls,"
-        f" {summary['cache_hits']} answered without a call (cache or duplicate);"
-        f" {summary['prompt_tokens']} prompt +"
-        f" {summary['completion_tokens']} completion tokens; wall {summary['wall_s']:.1f} s",
-        file=out,
-    )
-
-
 def _report(
     batches: list[BatchResult],
     good: int,
@@ -296,8 +230,8 @@ def _report(
     args: argparse.Namespace,
 ) -> int:
     """Print the summary (and write it as JSON when asked); the exit code."""
-    summary = _summary(batches, good, bad, resumed, time.perf_counter() - start)
-    _print_summary(summary, sys.stderr)
+    summary = summarize(batches, good, bad, resumed, time.perf_counter() - start)
+    print_summary(summary, sys.stderr)
     if args.summary_json:
         path = Path(args.summary_json)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -388,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     done = output.done
     pending_groups = {r.rollout.group_id for r in rows if r.rollout.id not in done}
     todo = [r for r in rows if r.rollout.group_id in pending_groups]
-    progress = _Progress(sum(r.rollout.id not in done for r in todo), args.progress)
+    progress = Progress(sum(r.rollout.id not in done for r in todo), args.progress)
     results: list[BatchResult] = []
     try:
         for batch in _batches(todo, args.batch_size):
