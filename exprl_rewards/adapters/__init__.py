@@ -7,16 +7,24 @@ their trainer: they speak its data shapes.
 from __future__ import annotations
 
 from .common import UnscoredPolicy, fill_unscored
+from .messages import ends_in_tool_call, render_messages
 from .trl import AsyncTRLReward, TRLReward
 from .verl import VerlReward, compute_score, compute_score_batch, token_offsets
 
 __all__ = [
+    "TESTED",
     "AsyncTRLReward",
     "TRLReward",
     "UnscoredPolicy",
     "VerlReward",
     "compute_score",
     "compute_score_batch",
+    "ends_in_tool_call",
     "fill_unscored",
+    "render_messages",
     "token_offsets",
 ]
+
+# The trainer releases the adapters are tested with, driven through their own code
+# (``make test`` installs exactly these; a test checks that the installed ones match).
+TESTED: dict[str, str] = {"trl": "1.16.0", "verl": "0.9.1"}

@@ -1,11 +1,25 @@
 """TRL: a reward function for ``GRPOTrainer(reward_funcs=[...])``.
 
-TRL calls ``f(prompts=..., completions=..., completion_ids=..., **columns)`` with every
-dataset column (but ``prompt``) as a list, one entry per completion, plus
-``trainer_state``, ``log_metric`` and ``log_extra``. It turns ``None`` into NaN and
-leaves that completion out of its group's baseline, so an unscored completion is
-``None`` here, never 0. A class instance (not a closure) pickles, and its ``__name__``
-is what TRL logs (``rewards/<name>/mean``).
+TRL (tested with the version pinned in ``exprl_rewards.adapters.TESTED``) calls
+``f(prompts=..., completions=..., completion_ids=..., **columns)`` with every dataset
+column (but ``prompt``) as a list, one entry per completion, plus ``trainer_state``,
+``log_metric``, ``log_extra`` and, with environments, ``environments``. A class instance
+(not a closure) pickles, and its ``__name__`` is what TRL logs (``rewards/<name>/mean``).
+
+**What is graded** is everything the policy produced: a string completion as it is; a
+conversational one (a list of messages, tools included) rendered by
+:func:`~exprl_rewards.adapters.messages.render_messages`: reasoning, content parts,
+tool calls and tool results, in order. A completion that ends in a tool call still
+waiting for its result is graded as it stands (``tool_call_end="grade"``, the default:
+progress counts) or unscored with that reason (``"unscored"``); never a crash.
+
+**Unscored** is ``None`` by default. TRL leaves a row out of its group's baseline only
+when *every* reward function returns None for it; next to a second reward function it
+sums with ``nansum``, so our None counts as 0 there. With several reward functions,
+pass ``unscored="group-mean"`` (the mean of the prompt's scored completions: zero
+advantage) or a number. The judge's reason and raw score per completion go to TRL's
+``log_extra`` (``<name>_reason``, ``<name>_raw``) and the unscored fraction to
+``log_metric`` (``<name>/unscored_frac``).
 
 >>> from exprl_rewards.judges import OpenAIJudge
 >>> from exprl_rewards.pipeline import RewardPipeline
@@ -35,24 +49,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
-from ..errors import InputError
-from ..pipeline import BatchResult, RewardPipeline
+from ..errors import ConfigError, InputError
+from ..pipeline import BatchResult, RewardPipeline, RolloutResult
 from ..rollout import Rollout
+from .common import UnscoredPolicy, fill_unscored
+from .messages import ends_in_tool_call, render_messages
 
 __all__ = ["AsyncTRLReward", "TRLReward"]
 
-
-def _text(value: Any, where: str) -> str:
-    """A plain string, or the content of a conversation's last message."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, Sequence) and value and isinstance(value[-1], Mapping):
-        content = value[-1].get("content")
-        if isinstance(content, str):
-            return content
-    raise InputError(f"{where}: expected a string or a list of chat messages, got {value!r:.80}")
+ToolCallEnd = Literal["grade", "unscored"]
+TOOL_CALL_END = "ends in a tool call with no answer after it"
 
 
 def _question(prompt: Any, where: str) -> str:
@@ -66,6 +74,11 @@ def _question(prompt: Any, where: str) -> str:
     raise InputError(f"{where}: cannot find the question in the prompt {prompt!r:.80}")
 
 
+def _group(prompt: Any) -> str:
+    """Completions of the same prompt form a group."""
+    return hashlib.sha256(repr(prompt).encode()).hexdigest()[:16]
+
+
 class _TRLBase:
     def __init__(
         self,
@@ -74,15 +87,22 @@ class _TRLBase:
         reference_column: str = "solution",
         question_column: str | None = None,
         name: str = "exprl",
+        tool_call_end: ToolCallEnd = "grade",
+        unscored: UnscoredPolicy | None = None,
     ) -> None:
+        if tool_call_end not in ("grade", "unscored"):
+            raise ConfigError(f"tool_call_end must be 'grade' or 'unscored', not {tool_call_end!r}")
         self.pipeline = pipeline
         self.reference_column, self.question_column = reference_column, question_column
+        self.tool_call_end, self.unscored = tool_call_end, unscored
         self.__name__ = name
 
     def rollouts(
         self, prompts: Sequence[Any], completions: Sequence[Any], columns: Mapping[str, Any]
     ) -> list[Rollout]:
-        """The rollouts for one call: completions of the same prompt form a group."""
+        """The rollouts for one call: completions of the same prompt form a group. A
+        completion left unscored before judging (``tool_call_end="unscored"``) has no
+        rollout here; :meth:`skipped` lists them."""
         if len(prompts) != len(completions):
             raise InputError(f"{len(prompts)} prompts but {len(completions)} completions")
         references = columns.get(self.reference_column)
@@ -98,30 +118,61 @@ class _TRLBase:
         out = []
         for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
             where = f"completion {i}"
+            if i in self.skipped(completions):
+                continue
             question = str(questions[i]) if questions is not None else _question(prompt, where)
             reference = references[i]
             if not isinstance(reference, str):
                 raise InputError(f"{where}: column {self.reference_column!r} is not a string")
-            group = hashlib.sha256(repr(prompt).encode()).hexdigest()[:16]
+            group = _group(prompt)
             out.append(
                 Rollout(
                     id=f"{group}:{i}",
                     group_id=group,
                     question=question,
                     reference=reference,
-                    response=_text(completion, where),
+                    response=render_messages(completion, where),
                 )
             )
         return out
 
-    def finish(self, batch: BatchResult, columns: Mapping[str, Any]) -> list[float | None]:
-        """The rewards, with the unscored count logged where TRL offers ``log_metric``."""
-        rewards = [r.score for r in batch.results]
-        log_metric = columns.get("log_metric")
-        if callable(log_metric) and rewards:
-            unscored = sum(r is None for r in rewards)
-            log_metric(f"{self.__name__}/unscored_frac", unscored / len(rewards))
-        return rewards
+    def skipped(self, completions: Sequence[Any]) -> set[int]:
+        """The completions unscored without a judge call: those ending in a tool call,
+        when ``tool_call_end="unscored"``."""
+        if self.tool_call_end == "grade":
+            return set()
+        return {i for i, c in enumerate(completions) if ends_in_tool_call(c)}
+
+    def finish(
+        self,
+        batch: BatchResult,
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        columns: Mapping[str, Any],
+    ) -> list[float | None]:
+        """The rewards in completion order, logged where TRL offers ``log_metric`` and
+        ``log_extra``."""
+        skipped = self.skipped(completions)
+        judged = iter(batch.results)
+        results = [
+            RolloutResult(f"skipped:{i}", _group(prompts[i]), None, TOOL_CALL_END, None, ())
+            if i in skipped
+            else next(judged)
+            for i in range(len(completions))
+        ]
+        log_metric, log_extra = columns.get("log_metric"), columns.get("log_extra")
+        if callable(log_metric) and results:
+            unscored = sum(r.score is None for r in results)
+            log_metric(f"{self.__name__}/unscored_frac", unscored / len(results))
+        if callable(log_extra) and results:
+            log_extra(f"{self.__name__}_reason", [r.reason for r in results])
+            log_extra(
+                f"{self.__name__}_raw",
+                [r.segments[-1].raw if r.segments else None for r in results],
+            )
+        if self.unscored is None:
+            return [r.score for r in results]
+        return list(fill_unscored(results, self.unscored))
 
 
 class TRLReward(_TRLBase):
@@ -133,6 +184,9 @@ class TRLReward(_TRLBase):
         question_column: the column holding the question; default: the prompt's text
             (its last user message when conversational).
         name: what TRL logs the reward as.
+        tool_call_end: a completion that ends in a tool call: ``"grade"`` it as it
+            stands, or leave it ``"unscored"`` without a judge call.
+        unscored: None (TRL's None), ``"group-mean"`` or a number (see the module docs).
 
     Safe to call from inside a running event loop (it judges on a helper thread).
     """
@@ -145,7 +199,7 @@ class TRLReward(_TRLBase):
         **columns: Any,
     ) -> list[float | None]:
         batch = self.pipeline.score_sync(self.rollouts(prompts, completions, columns))
-        return self.finish(batch, columns)
+        return self.finish(batch, prompts, completions, columns)
 
 
 class AsyncTRLReward(_TRLBase):
@@ -159,4 +213,4 @@ class AsyncTRLReward(_TRLBase):
         **columns: Any,
     ) -> list[float | None]:
         batch = await self.pipeline.score(self.rollouts(prompts, completions, columns))
-        return self.finish(batch, columns)
+        return self.finish(batch, prompts, completions, columns)

@@ -1,0 +1,185 @@
+"""The TRL adapter on what TRL 1.16 really hands a reward function: message lists with
+reasoning, tool calls (content absent) and tool results, parsed by TRL's own response
+parser, and inside a real ``GRPOTrainer`` run with a tool and a second reward function.
+
+Fast tests grade with the fault server's deterministic judge (the last ``[[score N]]``
+mark anywhere in the prompt it is sent wins), so where a mark sits shows what the judge
+was shown.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fault_server import FaultServer
+
+from exprl_rewards.adapters import TRLReward
+from exprl_rewards.judges import OpenAIJudge
+from exprl_rewards.local_model import VLLMServer, default_model_dir
+from exprl_rewards.pipeline import RewardPipeline
+
+
+@pytest.fixture(scope="module")
+def fault() -> Iterator[FaultServer]:
+    with FaultServer() as server:
+        yield server
+
+
+@pytest.fixture
+def pipeline(fault: FaultServer) -> RewardPipeline:
+    return RewardPipeline(
+        OpenAIJudge("marks", base_url=fault.url, max_attempts=1, timeout=5), mode="outcome"
+    )
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    """SmolLM2's tokenizer with a tool-aware ChatML template TRL knows how to parse."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from transformers import AutoTokenizer
+        from trl.chat_template_utils import add_response_schema, qwen2_5_chat_template
+
+    tok = AutoTokenizer.from_pretrained(str(default_model_dir()))
+    tok.chat_template = qwen2_5_chat_template
+    return add_response_schema(tok)
+
+
+def parsed(tokenizer: Any, text: str) -> dict[str, Any]:
+    """An assistant message as TRL builds it from generated text."""
+    return dict(tokenizer.parse_response(text + "<|im_end|>", prefix=""))
+
+
+def call(name: str, **arguments: Any) -> str:
+    return f"<tool_call>\n{json.dumps({'name': name, 'arguments': arguments})}\n</tool_call>"
+
+
+def test_reasoning_tool_calls_and_results_are_all_graded(
+    pipeline: RewardPipeline, tokenizer: Any
+) -> None:
+    tool = parsed(tokenizer, call("add", a=2, b=2))
+    assert "content" not in tool  # TRL's tool-call message has no content at all
+    completion = [
+        tool,
+        {"role": "tool", "name": "add", "content": "4 [[score 2]]"},
+        {"role": "assistant", "reasoning_content": "the tool said 4 [[score 5]]", "content": "4"},
+    ]
+    reward = TRLReward(pipeline)
+    # The mark in the reasoning is the last the judge saw: reasoning was rendered.
+    assert reward(prompts=["2+2?"], completions=[completion], solution=["4"]) == [1.0]
+    completion[-1] = {"role": "assistant", "content": [{"type": "text", "text": "It is 4."}]}
+    # Content parts, and the tool result before them: its mark is the last one now.
+    assert reward(prompts=["2+2?"], completions=[completion], solution=["4"]) == [0.25]
+
+
+def test_a_completion_ending_in_a_tool_call_is_graded_or_unscored_never_a_crash(
+    pipeline: RewardPipeline, tokenizer: Any, fault: FaultServer
+) -> None:
+    pending = [parsed(tokenizer, call("lookup", query="2+2 [[score 3]]"))]
+    assert TRLReward(pipeline)(prompts=["2+2?"], completions=[pending], solution=["4"]) == [0.5]
+    logged: dict[str, list[Any]] = {}
+    before = fault.requests
+    out = TRLReward(pipeline, tool_call_end="unscored")(
+        prompts=["2+2?", "2+2?"],
+        completions=[pending, [{"role": "assistant", "content": "4 [[score 5]]"}]],
+        solution=["4", "4"],
+        log_extra=lambda column, values: logged.setdefault(column, []).extend(values),
+    )
+    assert out == [None, 1.0]
+    assert fault.requests == before + 1  # the pending call was never sent to the judge
+    assert logged["exprl_reason"] == ["ends in a tool call with no answer after it", None]
+    assert logged["exprl_raw"] == [None, 5.0]
+
+
+def test_unscored_next_to_other_reward_functions(pipeline: RewardPipeline) -> None:
+    prompts, solution = ["Q", "Q", "Q"], ["R", "R", "R"]
+    completions = ["[[score 5]]", "[[score 3]]", "[[score none]]"]
+    assert TRLReward(pipeline)(prompts, completions, solution=solution) == [1.0, 0.5, None]
+    # TRL's nansum would make that None a 0 next to another reward: fill it instead.
+    group = TRLReward(pipeline, unscored="group-mean")(prompts, completions, solution=solution)
+    assert group == [1.0, 0.5, 0.75]  # the prompt's mean: zero advantage
+    assert TRLReward(pipeline, unscored=0.0)(prompts, completions, solution=solution)[2] == 0.0
+
+
+def test_grpo_trainer_with_a_tool_and_two_reward_functions(
+    judge_server: VLLMServer, data_dir: Path, tmp_path: Path, tokenizer: Any
+) -> None:
+    """TRL 1.16's own GRPOTrainer: conversational prompts, a tool the policy may call,
+    our reward next to a second one; every call gets message lists and returns a number
+    or None per completion, and training steps."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from datasets import Dataset
+        from trl import GRPOConfig, GRPOTrainer
+
+    def add(a: int, b: int) -> int:
+        """Add two integers.
+
+        Args:
+            a: the first integer.
+            b: the second integer.
+        """
+        return a + b
+
+    rows = [
+        json.loads(line)
+        for line in (data_dir / "references" / "gsm8k_test.jsonl").read_text().splitlines()[:2]
+    ]
+    dataset = Dataset.from_list(
+        [{"prompt": [{"role": "user", "content": r["question"]}], "solution": r["answer"]}
+         for r in rows]
+    )  # fmt: skip
+    judge = OpenAIJudge(
+        judge_server.model, base_url=judge_server.url, top_logprobs=20, prefill=True, max_tokens=8,
+        constrain_scores=True,
+    )  # fmt: skip
+    seen: list[list[Any]] = []
+
+    class Recording(TRLReward):
+        def __call__(self, *args: Any, **kwargs: Any) -> list[float | None]:
+            seen.append(list(kwargs["completions"]))
+            out = super().__call__(*args, **kwargs)
+            assert len(out) == len(kwargs["completions"])
+            return out
+
+    def brevity(completions: list[Any], **_: Any) -> list[float]:
+        return [1.0 / (1 + len(json.dumps(c))) for c in completions]
+
+    exprl = Recording(
+        RewardPipeline(judge, mode="outcome", template="outcome-score-only"),
+        unscored="group-mean",
+    )
+    config = GRPOConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4,
+        max_completion_length=16, max_steps=2, learning_rate=1e-6, logging_steps=1,
+        report_to="none", save_strategy="no", use_cpu=True, bf16=False, seed=0,
+        max_tool_calling_iterations=1,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = GRPOTrainer(
+            model=str(default_model_dir()), reward_funcs=[exprl, brevity], args=config,
+            train_dataset=dataset, processing_class=tokenizer, tools=[add],
+        )  # fmt: skip
+        trainer.train()
+    assert trainer.state.global_step == 2
+    assert len(seen) >= 2
+    for completions in seen:
+        assert all(isinstance(c, list) and c and c[0]["role"] == "assistant" for c in completions)
+    logged = [h for h in trainer.state.log_history if "rewards/exprl/mean" in h]
+    assert logged
+    for entry in logged:  # filled by group mean: a number even next to another reward
+        assert 0.0 <= entry["rewards/exprl/mean"] <= 1.0
+
+
+def test_the_tested_trainer_releases_are_the_installed_ones() -> None:
+    from importlib.metadata import version
+
+    from exprl_rewards.adapters import TESTED
+
+    assert {name: version(name) for name in TESTED} == TESTED
