@@ -2,11 +2,13 @@
 
 Endpoints:
 
-``POST /get_reward``  OpenRLHF (``--remote_rm_url http://HOST:PORT/get_reward``): takes
-    ``{"query": [...], "prompts": [...], "labels": [...]}``, where each query is prompt +
-    response and each label is the hidden reference solution (or a JSON object string
-    with ``solution`` and ``question``); answers ``{"rewards": [...], "scores": [...],
-    "extra_logs": {...}}``.
+``POST /get_reward``  OpenRLHF (``--reward.remote_url http://HOST:PORT/get_reward``):
+    takes ``{"query": [...], "prompts": [...], "labels": [...]}``, where each query is
+    the chat-templated prompt + response and each label the hidden reference (text, a
+    number, or an object with ``solution`` and ``question``); answers numbers only:
+    ``{"rewards": [...], "scores": [...], "extra_logs": {...}}``
+    (:mod:`exprl_rewards.adapters.openrlhf`). OpenRLHF sends no token: serve it on
+    loopback without ``--token``.
 ``POST /score``  native: ``{"rollouts": [{"id", "group_id", "question", "reference",
     "response"}, ...]}`` -> per-rollout score, reason, advantage and segments.
 ``GET /health``  ``{"status": "ok", ...}``.
@@ -35,7 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -44,7 +45,8 @@ from collections.abc import Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from .adapters.common import UnscoredPolicy, fill_unscored
+from .adapters.common import UnscoredPolicy
+from .adapters.openrlhf import openrlhf_answer, openrlhf_batch
 from .errors import ExpRLError, InputError
 from .httpd import BoundedHTTPServer, ClientError, Route, make_handler
 from .pipeline import BatchResult, RewardPipeline
@@ -54,15 +56,6 @@ __all__ = ["RewardServer", "main"]
 
 _log = logging.getLogger(__name__)
 _GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
-
-
-def _strings(body: dict[str, Any], key: str, n: int | None = None) -> list[str]:
-    value = body.get(key)
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ClientError(400, f"field {key!r} must be a list of strings")
-    if n is not None and len(value) != n:
-        raise ClientError(400, f"field {key!r} has {len(value)} items, 'query' has {n}")
-    return value
 
 
 class RewardServer:
@@ -151,43 +144,15 @@ class RewardServer:
             ) from None
 
     def openrlhf(self, body: dict[str, Any]) -> dict[str, Any]:
-        queries = _strings(body, "query")
-        prompts = _strings(body, "prompts", len(queries))
-        labels = _strings(body, "labels", len(queries))
-        if len(queries) > self.max_batch:
-            raise ClientError(413, f"{len(queries)} samples; the limit is {self.max_batch}")
-        rollouts = []
-        for i, (query, prompt, label) in enumerate(zip(queries, prompts, labels, strict=True)):
-            if not query.startswith(prompt):
-                raise ClientError(400, f"sample {i}: the query does not start with its prompt")
-            reference: Any = label
-            question: Any = prompt
-            info = _json_label(label)
-            if info is not None:  # a JSON object label; other text is the reference itself
-                reference, question = info.get("solution"), info.get("question", prompt)
-                if not isinstance(reference, str) or not isinstance(question, str):
-                    raise ClientError(
-                        400,
-                        f"sample {i}: a JSON label needs 'solution' (and an optional"
-                        f" 'question') as strings, got {json.dumps(info)[:120]}",
-                    )
-            rollouts.append(
-                Rollout(
-                    id=str(i), group_id=prompt, question=question, reference=reference,
-                    response=query[len(prompt) :],
-                )
-            )  # fmt: skip
-        batch = self._score(rollouts)
-        rewards = fill_unscored(batch.results, self.unscored, self.neutral)
-        unscored = [float(r.score is None) for r in batch.results]
-        return {
-            "rewards": rewards,
-            "scores": rewards,
-            "extra_logs": {
-                "exprl_unscored": unscored,
-                "exprl_score": [r.score for r in batch.results],
-            },
-        }
+        """``POST /get_reward`` (see :mod:`exprl_rewards.adapters.openrlhf`)."""
+        try:
+            batch = openrlhf_batch(body)
+        except InputError as e:
+            raise ClientError(400, str(e)) from None
+        if len(batch.groups) > self.max_batch:
+            raise ClientError(413, f"{len(batch.groups)} samples; the limit is {self.max_batch}")
+        results = self._score(batch.rollouts).results if batch.rollouts else ()
+        return openrlhf_answer(batch, results, self.unscored, self.neutral)
 
     def native(self, body: dict[str, Any]) -> dict[str, Any]:
         items = body.get("rollouts")
@@ -243,18 +208,6 @@ class RewardServer:
             "template": self.pipeline.template.name,
             "judge": f"{getattr(judge, 'backend', '?')}:{getattr(judge, 'model', '?')}",
         }
-
-
-def _json_label(label: str) -> dict[str, Any] | None:
-    """The label as a JSON object, or None when it is plain text (a reference that
-    happens to start with ``{``, such as a LaTeX group, is plain text)."""
-    if not label.lstrip().startswith("{"):
-        return None
-    try:
-        info = json.loads(label)
-    except json.JSONDecodeError:
-        return None
-    return info if isinstance(info, dict) else None
 
 
 def _parser() -> argparse.ArgumentParser:

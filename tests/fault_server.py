@@ -159,6 +159,7 @@ class _Handler(BaseHTTPRequestHandler):
         script = match.group(1).split(",") if match else ["ok"]
         key = hashlib.sha256(raw).hexdigest()
         with self.server.lock:
+            self.server.bodies.append(request)
             attempt = self.server.attempts.get(key, 0)
             self.server.attempts[key] = attempt + 1
             self.server.requests += 1
@@ -244,6 +245,7 @@ class FaultServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.lock = threading.Lock()
         self.attempts: dict[str, int] = {}
+        self.bodies: list[dict[str, Any]] = []  # every request body, parsed, in order
         self.requests = 0
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 

@@ -206,7 +206,7 @@ def test_openrlhf_protocol_and_health(server: RewardServer) -> None:
     unscored = {"query": ["P x [[score none]]"], "prompts": ["P"], "labels": [label]}
     body = post(server, "/get_reward", unscored).json()
     assert body["rewards"] == [0.5]  # neutral, and flagged
-    assert body["extra_logs"] == {"exprl_unscored": [1.0], "exprl_score": [None]}
+    assert body["extra_logs"] == {"exprl_unscored": [1.0], "exprl_prompt_matched": [1.0]}
     health = requests.get(server.url + "/health", timeout=5).json()
     assert health["status"] == "ok"
     assert health["mode"] == "outcome"
@@ -232,8 +232,8 @@ def test_client_errors_are_clear_4xx(server: RewardServer) -> None:
         (post(server, "/get_reward", b"{not json"), 400, "not JSON"),
         (post(server, "/get_reward", {"query": ["a"], "prompts": ["a", "b"], "labels": ["r"]}),
          400, "'prompts' has 2 items"),
-        (post(server, "/get_reward", {"query": ["xy"], "prompts": ["z"], "labels": ["r"]}),
-         400, "does not start with its prompt"),
+        (post(server, "/get_reward", {"query": ["xy"], "prompts": ["z"], "labels": [True]}),
+         400, "sample 0: a label must be text, a number or an object"),
         (post(server, "/get_reward", openrlhf_body(51)), 413, "limit is 50"),
         (post(server, "/get_reward", b" " * 30_000), 413, "limit is 20000"),
         (post(server, "/nope", {}), 404, "no such endpoint"),

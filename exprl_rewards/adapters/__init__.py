@@ -27,4 +27,4 @@ __all__ = [
 
 # The trainer releases the adapters are tested with, driven through their own code
 # (``make test`` installs exactly these; a test checks that the installed ones match).
-TESTED: dict[str, str] = {"trl": "1.16.0", "verl": "0.9.1"}
+TESTED: dict[str, str] = {"openrlhf": "0.11.2", "trl": "1.16.0", "verl": "0.9.1"}

@@ -1,0 +1,154 @@
+"""The reward server driven by OpenRLHF 0.11's own code: ``SingleTurnAgentExecutor``
+posts each sample as OpenRLHF does (chat-templated query, no token), and
+``SamplesGenerator._process_response_into_experience`` turns the answer into tensors.
+
+A stand-in generation engine returns fixed tokens of the real SmolLM2 tokenizer; the
+judge is the fault server's deterministic one, whose recorded request bodies show what
+the judge was shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import warnings
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from fault_server import FaultServer
+
+from exprl_rewards.judges import OpenAIJudge
+from exprl_rewards.local_model import default_model_dir
+from exprl_rewards.pipeline import RewardPipeline
+from exprl_rewards.serve import RewardServer
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
+    from openrlhf.utils.agent import SingleTurnAgentExecutor
+    from transformers import AutoTokenizer
+
+
+@pytest.fixture(scope="module")
+def fault() -> Iterator[FaultServer]:
+    with FaultServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def server(fault: FaultServer) -> Iterator[RewardServer]:
+    judge = OpenAIJudge("marks", base_url=fault.url, max_attempts=1, timeout=5)
+    with RewardServer(RewardPipeline(judge, mode="outcome"), port=0) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    return AutoTokenizer.from_pretrained(str(default_model_dir()))
+
+
+class Engine:
+    """Stands in for OpenRLHF's vLLM engine: answers every prompt with fixed tokens."""
+
+    def __init__(self, tokenizer: Any, answer: str) -> None:
+        self.ids = tokenizer(answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
+
+    async def generate(self, prompt_token_ids: list[int], params: Any, **_: Any) -> Any:
+        done = SimpleNamespace(token_ids=self.ids, finish_reason="stop", logprobs=None)
+        return SimpleNamespace(outputs=[done])
+
+
+def rollout(
+    server: RewardServer,
+    tokenizer: Any,
+    question: str,
+    label: Any,
+    answer: str,
+    max_len: int = 4096,
+) -> tuple[dict[str, Any], Any]:
+    """One sample through OpenRLHF's executor and its experience builder."""
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
+    )
+    executor = SingleTurnAgentExecutor(remote_rm_url=server.url + "/get_reward")
+    params = SimpleNamespace(max_tokens=32, logprobs=None)
+    output = asyncio.run(
+        executor.execute(prompt, label, params, max_len, tokenizer, Engine(tokenizer, answer))
+    )
+    experience = SamplesGenerator._process_response_into_experience(None, output, max_len=max_len)  # type: ignore[arg-type]
+    return output, experience
+
+
+def judged(fault: FaultServer) -> str:
+    """The user message of the judge's last request."""
+    return str(fault.bodies[-1]["messages"][-1]["content"])
+
+
+def test_a_scored_sample_with_a_clean_question_and_response(
+    server: RewardServer, tokenizer: Any, fault: FaultServer
+) -> None:
+    output, experience = rollout(server, tokenizer, "What is 2+2?", "2 + 2 = 4", "4 [[score 4]]")
+    assert output["reward"] == [0.75]
+    assert experience.info["reward"].flatten().tolist() == [0.75]
+    assert experience.info["exprl_unscored"].flatten().tolist() == [0.0]
+    seen = judged(fault)
+    assert "\nWhat is 2+2?\n" in seen
+    assert "\n4 [[score 4]]\n" in seen  # the response, its end-of-turn token gone
+    assert "<|im_start|>" not in seen
+    assert "<|im_end|>" not in seen
+
+
+def test_an_unscored_sample_is_a_number_and_a_flag_not_a_crash(
+    server: RewardServer, tokenizer: Any
+) -> None:
+    output, experience = rollout(server, tokenizer, "What is 2+2?", "4", "no idea [[score none]]")
+    assert output["reward"] == [0.5]  # neutral: one sample per request, so no group mean
+    assert experience.info["exprl_unscored"].flatten().tolist() == [1.0]
+    assert all(not v.isnan().any() for v in experience.info.values())
+
+
+@pytest.mark.parametrize(
+    ("label", "question", "reference"),
+    [
+        (
+            {"solution": "2 + 2 = 4", "question": "Add two and two."},
+            "Add two and two.",
+            "2 + 2 = 4",
+        ),
+        (json.dumps({"solution": "2 + 2 = 4"}), "What is 2+2?", "2 + 2 = 4"),
+        (4, "What is 2+2?", "4"),
+        ("{x} = 4", "What is 2+2?", "{x} = 4"),
+    ],
+)
+def test_labels_as_objects_json_numbers_and_text(
+    server: RewardServer, tokenizer: Any, fault: FaultServer, label: Any, question: str,
+    reference: str,
+) -> None:  # fmt: skip
+    output, _ = rollout(server, tokenizer, "What is 2+2?", label, "4 [[score 5]]")
+    assert output["reward"] == [1.0]
+    seen = judged(fault)
+    assert f"\n{question}\n" in seen
+    assert f"\n{reference}\n" in seen
+
+
+def test_an_empty_reference_is_unscored_without_a_judge_call(
+    server: RewardServer, tokenizer: Any, fault: FaultServer
+) -> None:
+    before = fault.requests
+    output, experience = rollout(server, tokenizer, "What is 2+2?", "  ", "4 [[score 5]]")
+    assert fault.requests == before
+    assert output["reward"] == [0.5]
+    assert experience.info["exprl_unscored"].flatten().tolist() == [1.0]
+
+
+def test_a_left_truncated_prompt_falls_back_to_the_whole_query(
+    server: RewardServer, tokenizer: Any, fault: FaultServer
+) -> None:
+    question = "Long preamble. " * 30 + "What is 2+2?"
+    output, experience = rollout(server, tokenizer, question, "4", "4 [[score 4]]", max_len=60)
+    assert len(output["observation_tokens"]) <= 60  # OpenRLHF cut the prompt from the left
+    assert output["reward"] == [0.75]
+    assert experience.info["exprl_prompt_matched"].flatten().tolist() == [0.0]
+    assert "<|im_start|>" not in judged(fault)
