@@ -40,6 +40,10 @@ WITH_JUDGE = [
         "Library overhead vs a bare openai loop, and the cache",
         ["judge_overhead.py", "--requests", "48", "--repeats", "2"],
     ),
+    (
+        "verl's reward loop: micro-batched async compute_score vs the sync one",
+        ["verl_reward_loop.py", "--questions", "8", "--repeats", "3"],
+    ),
 ]
 
 

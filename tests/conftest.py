@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,3 +43,11 @@ def judge_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServe
     log = tmp_path_factory.mktemp("vllm") / "server.log"
     with VLLMServer(log_path=log) as server:
         yield server
+
+
+def readme_snippet(name: str) -> tuple[str, str]:
+    """The language and code of the README block marked ``<!-- readme-test: NAME -->``."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.search(rf"<!-- readme-test: {name} -->\n```(\w+)\n(.*?)```", readme, re.S)
+    assert match, f"README snippet {name!r} not found"
+    return match.group(1), match.group(2)

@@ -100,7 +100,7 @@ def test_verl_reward_managers_with_the_adapter(data_dir: Path) -> None:
         from verl import DataProto
         from verl.workers.reward_manager import get_reward_manager_cls
 
-    from exprl_rewards.adapters.verl import compute_score, compute_score_batch
+    from exprl_rewards.adapters.verl import compute_score_batch, compute_score_sync
 
     tokenizer = AutoTokenizer.from_pretrained(default_model_dir())
     prompts = ["What is 2+2?", "What is 3+3?"]
@@ -133,7 +133,7 @@ def test_verl_reward_managers_with_the_adapter(data_dir: Path) -> None:
         batch_manager = get_reward_manager_cls("batch")(tokenizer, 0, compute_score_batch, **kwargs)
         out = batch_manager(data, return_dict=True)
         naive_manager = get_reward_manager_cls("naive")(
-            tokenizer, 0, functools.partial(compute_score, **kwargs)
+            tokenizer, 0, functools.partial(compute_score_sync, **kwargs)
         )
         naive = naive_manager(data, return_dict=True)
     tensor = out["reward_tensor"]

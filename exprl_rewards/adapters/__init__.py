@@ -9,7 +9,7 @@ from __future__ import annotations
 from .common import UnscoredPolicy, fill_unscored
 from .messages import ends_in_tool_call, render_messages
 from .trl import AsyncTRLReward, TRLReward
-from .verl import VerlReward, compute_score, compute_score_batch, token_offsets
+from .verl import VerlReward, compute_score, compute_score_batch, compute_score_sync, token_offsets
 
 __all__ = [
     "TESTED",
@@ -19,6 +19,7 @@ __all__ = [
     "VerlReward",
     "compute_score",
     "compute_score_batch",
+    "compute_score_sync",
     "ends_in_tool_call",
     "fill_unscored",
     "render_messages",

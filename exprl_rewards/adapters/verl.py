@@ -1,13 +1,20 @@
 """verl: ``compute_score`` functions and process rewards as a token-level matrix.
 
-verl's reward managers call a custom ``compute_score`` (``custom_reward_function.path``
-and ``.name`` in its config, options from ``reward_kwargs``):
+verl 0.9 always scores through its reward loop (``RewardLoopManager``): each
+``RewardLoopWorker`` starts one task per sample on its event loop, and the reward
+manager (``reward.reward_manager.name=naive``) awaits a custom ``compute_score``
+(``reward.custom_reward_function.path`` and ``.name``, options from
+``reward.custom_reward_function.reward_kwargs``) once per sample:
 
-- ``NaiveRewardManager``: ``compute_score(data_source, solution_str, ground_truth,
-  extra_info, **reward_kwargs)`` once per response;
-- ``BatchRewardManager``: ``compute_score(data_sources=, solution_strs=, ground_truths=,
-  extra_infos=, **reward_kwargs)`` once per batch (use :func:`compute_score_batch`;
-  it judges the whole batch concurrently).
+- :func:`compute_score` (async, for that loop): all samples of a process share one
+  judge, so one concurrency budget, one connection pool and one cache; the calls that
+  arrive together (one worker's chunk of the batch) are **micro-batched** into one
+  pipeline batch (up to ``batch_size``, waiting at most ``batch_wait_s``), so the
+  judge's prefix cache and the group statistics see whole groups;
+- :func:`compute_score_sync`: the same per sample, for verl's legacy
+  ``NaiveRewardManager`` (``verl.workers.reward_manager``), which calls it in a thread;
+- :func:`compute_score_batch`: verl's legacy ``BatchRewardManager`` (``batch``), once
+  per batch. The reward loop has no ``batch`` manager.
 
 Both return dicts with the **same keys for every sample**, as verl requires to build
 its ``reward_extra_info``: ``score`` (the reward), ``exprl_raw`` (the judge's score on
@@ -28,10 +35,12 @@ once per configuration and process.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import math
 import os
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -41,7 +50,7 @@ import numpy.typing as npt
 from ..calibration import load_calibrator
 from ..errors import ConfigError, InputError
 from ..judges.openai import OpenAIJudge
-from ..pipeline import RewardPipeline
+from ..pipeline import RewardPipeline, RolloutResult
 from ..rollout import Rollout
 from .common import UnscoredPolicy, fill_unscored
 from .offsets import token_offsets
@@ -50,6 +59,7 @@ __all__ = [
     "VerlReward",
     "compute_score",
     "compute_score_batch",
+    "compute_score_sync",
     "token_offsets",
 ]
 
@@ -69,8 +79,69 @@ class VerlReward:
         *,
         unscored: UnscoredPolicy = "group-mean",
         neutral: float = 0.5,
+        batch_size: int = 256,
+        batch_wait_s: float = 0.05,
     ) -> None:
         self.pipeline, self.unscored, self.neutral = pipeline, unscored, neutral
+        self.batch_size, self.batch_wait_s = batch_size, batch_wait_s
+        self.flushes = 0  # micro-batches judged by :meth:`score_one`
+        self._pending: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, list[tuple[Rollout, asyncio.Future[dict[str, float]]]]
+        ] = weakref.WeakKeyDictionary()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_pending"] = None  # futures belong to this process's loops
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._pending = weakref.WeakKeyDictionary()
+
+    def _row(self, value: float, result: RolloutResult) -> dict[str, float]:
+        raws = [s.raw for s in result.segments if s.raw is not None]
+        raw = raws[-1] if raws and result.score is not None else math.nan
+        return {"score": value, "exprl_raw": raw, "exprl_unscored": float(result.score is None)}
+
+    async def score_one(
+        self, solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any] | None
+    ) -> dict[str, float]:
+        """One response's dict, judged in a micro-batch with the calls that arrive with it."""
+        (rollout,) = self.rollouts([solution_str], [ground_truth], [extra_info])
+        loop = asyncio.get_running_loop()
+        pending = self._pending.setdefault(loop, [])
+        future: asyncio.Future[dict[str, float]] = loop.create_future()
+        pending.append((rollout, future))
+        if len(pending) >= self.batch_size:
+            self._flush(loop)
+        elif len(pending) == 1:
+            loop.call_later(self.batch_wait_s, self._flush, loop)
+        return await future
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch = self._pending.pop(loop, [])
+        if batch:
+            self.flushes += 1
+            loop.create_task(self._judge(batch))
+
+    async def _judge(self, batch: list[tuple[Rollout, asyncio.Future[dict[str, float]]]]) -> None:
+        # Ids are unique within a pipeline batch; each call's own id is its position.
+        rollouts = [
+            Rollout(id=str(i), group_id=r.group_id, question=r.question, reference=r.reference,
+                    response=r.response)
+            for i, (r, _) in enumerate(batch)
+        ]  # fmt: skip
+        try:
+            results = (await self.pipeline.score(rollouts)).results
+        except Exception as e:  # a bad batch fails its own calls, never the loop
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(e)
+            return
+        filled = fill_unscored(results, self.unscored, self.neutral)
+        for (_, future), value, result in zip(batch, filled, results, strict=True):
+            if not future.done():
+                future.set_result(self._row(value, result))
 
     def rollouts(
         self,
@@ -114,12 +185,7 @@ class VerlReward:
         extras = list(extra_infos) if extra_infos is not None else [None] * len(solution_strs)
         batch = self.pipeline.score_sync(self.rollouts(solution_strs, ground_truths, extras))
         filled = fill_unscored(batch.results, self.unscored, self.neutral)
-        out = []
-        for value, r in zip(filled, batch.results, strict=True):
-            raws = [s.raw for s in r.segments if s.raw is not None]
-            raw = raws[-1] if raws and r.score is not None else math.nan
-            out.append({"score": value, "exprl_raw": raw, "exprl_unscored": float(r.score is None)})
-        return out
+        return [self._row(v, r) for v, r in zip(filled, batch.results, strict=True)]
 
     def token_level_rewards(
         self,
@@ -183,11 +249,13 @@ def _default(config: str) -> VerlReward:
             "no judge configured: set reward_kwargs base_url and model (or "
             "$EXPRL_JUDGE_BASE_URL and $EXPRL_JUDGE_MODEL)"
         )
-    judge_keys = ("top_logprobs", "concurrency", "timeout", "max_tokens", "prefill", "cache")
+    judge_keys = ("top_logprobs", "concurrency", "timeout", "max_tokens", "prefill", "cache",
+                  "constrain_scores")  # fmt: skip
     judge_options = {k: options.pop(k) for k in judge_keys if k in options}
     judge_options.setdefault("top_logprobs", 20)
     judge = OpenAIJudge(model, base_url=base_url, **judge_options)
-    reward_options = {k: options.pop(k) for k in ("unscored", "neutral") if k in options}
+    reward_keys = ("unscored", "neutral", "batch_size", "batch_wait_s")
+    reward_options = {k: options.pop(k) for k in reward_keys if k in options}
     if "calibration" in options:
         options["calibrator"] = load_calibrator(options.pop("calibration"))
     return VerlReward(RewardPipeline(judge, **options), **reward_options)
@@ -197,14 +265,36 @@ def _reward(kwargs: Mapping[str, Any]) -> VerlReward:
     return _default(json.dumps(dict(kwargs), sort_keys=True, default=str))
 
 
-def compute_score(
+async def compute_score(
     data_source: str,
     solution_str: str,
     ground_truth: Any,
     extra_info: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> dict[str, float]:
-    """verl's per-sample custom reward: one judge call (or one per step) per response."""
+    """verl's per-sample custom reward for its reward loop: micro-batched on one judge.
+
+    ``kwargs`` are ``reward_kwargs``: the judge (``base_url``, ``model``, ...), the
+    pipeline (``mode``, ``template``, ...) and the batching (``batch_size``,
+    ``batch_wait_s``). Extra keyword arguments verl adds are ignored.
+    """
+    kwargs = {k: v for k, v in kwargs.items() if k not in _VERL_EXTRAS}
+    return await _reward(kwargs).score_one(solution_str, ground_truth, extra_info)
+
+
+# Keyword arguments verl's reward managers add to the call, not ours.
+_VERL_EXTRAS = ("reward_router_address", "reward_model_tokenizer")
+
+
+def compute_score_sync(
+    data_source: str,
+    solution_str: str,
+    ground_truth: Any,
+    extra_info: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> dict[str, float]:
+    """The per-sample reward for verl's legacy managers, which call it from a thread."""
+    kwargs = {k: v for k, v in kwargs.items() if k not in _VERL_EXTRAS}
     return _reward(kwargs).score_batch([solution_str], [ground_truth], [extra_info])[0]
 
 

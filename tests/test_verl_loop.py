@@ -1,0 +1,107 @@
+"""The verl adapter in verl 0.9.1's own reward loop: ``RewardLoopWorker`` (the class
+verl's ``RewardLoopManager`` runs as Ray actors) loads the README's reward file through
+``load_reward_manager``, scores a batch with ``compute_score_batch`` (one
+``run_single`` task per sample, as in training) and the naive manager assembles
+``rm_scores``. The judge is the fault server's deterministic one over real HTTP.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fault_server import FaultServer
+
+from exprl_rewards.adapters.verl import _reward
+from exprl_rewards.local_model import default_model_dir
+
+from conftest import readme_snippet
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import torch
+    from omegaconf import OmegaConf
+    from transformers import AutoTokenizer
+    from verl import DataProto
+    from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
+    from verl.experimental.reward_loop.reward_manager import NaiveRewardManager
+    from verl.utils.ray_utils import get_event_loop
+
+
+@pytest.fixture(scope="module")
+def fault() -> Iterator[FaultServer]:
+    with FaultServer() as server:
+        yield server
+
+
+def config(reward_file: Path, **reward_kwargs: Any) -> Any:
+    """The parts of verl's PPO config the reward loop reads, with the README's keys."""
+    return OmegaConf.create({
+        "actor_rollout_ref": {"model": {"path": str(default_model_dir()), "tokenizer_path": None}},
+        "reward": {
+            "custom_reward_function": {
+                "path": str(reward_file), "name": "compute_score", "reward_kwargs": reward_kwargs,
+            },
+            "reward_manager": {"name": "naive", "source": "register",
+                               "module": {"path": None, "name": None}},
+            "reward_model": {"enable": False, "model_path": None},
+            "sandbox_fusion": None,
+        },
+    })  # fmt: skip
+
+
+def batch(responses: list[str], groups: list[int]) -> DataProto:
+    """A batch shaped as verl's rollout makes it: left-padded prompts, right-padded responses."""
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir())
+    pad = tokenizer.pad_token_id or 0
+    n, prompt_width, response_width = len(responses), 12, 16
+    prompt_ids = torch.full((n, prompt_width), pad)
+    response_ids = torch.full((n, response_width), pad)
+    attention = torch.zeros((n, prompt_width + response_width), dtype=torch.long)
+    for i, response in enumerate(responses):
+        p = tokenizer(f"Question {groups[i]}?", add_special_tokens=False)["input_ids"]
+        r = tokenizer(response, add_special_tokens=False)["input_ids"]
+        prompt_ids[i, prompt_width - len(p) :] = torch.tensor(p)
+        response_ids[i, : len(r)] = torch.tensor(r)
+        attention[i, prompt_width - len(p) : prompt_width + len(r)] = 1
+    return DataProto.from_dict(
+        tensors={"prompts": prompt_ids, "responses": response_ids, "attention_mask": attention},
+        non_tensors={
+            "data_source": np.array(["gsm8k"] * n, dtype=object),
+            "reward_model": np.array([{"ground_truth": "4"}] * n, dtype=object),
+            "extra_info": np.array(
+                [{"solution": "reference", "question": f"Question {g}?", "index": g}
+                 for g in groups], dtype=object,
+            ),
+        },
+    )  # fmt: skip
+
+
+def test_the_reward_loop_scores_a_batch_through_one_shared_micro_batched_judge(
+    fault: FaultServer, tmp_path: Path
+) -> None:
+    _, code = readme_snippet("verl")
+    reward_file = tmp_path / "exprl_verl_reward.py"
+    reward_file.write_text(code)
+    kwargs = {"base_url": fault.url, "model": "marks", "mode": "outcome", "top_logprobs": None}
+    worker = RewardLoopWorker(config(reward_file, **kwargs))
+    assert isinstance(worker.reward_manager, NaiveRewardManager)
+    assert worker.reward_manager.is_async_reward_score  # verl awaits it on its loop
+
+    responses = ["4 [[score 5]]", "7 [[score 2]]", "6 [[score 4]]", "I give up [[score none]]"]
+    data = batch(responses, groups=[0, 0, 1, 1])
+    shared = _reward(kwargs)
+    flushes = shared.flushes
+    outputs = get_event_loop().run_until_complete(worker.compute_score_batch(data))
+    assert shared.flushes == flushes + 1  # four run_single tasks, one judge batch
+
+    scores = [o["reward_score"] for o in outputs]
+    assert scores == [1.0, 0.25, 0.75, 0.75]  # the unscored one: its group's mean, flagged
+    assert [o["reward_extra_info"]["exprl_unscored"] for o in outputs] == [0.0, 0.0, 0.0, 1.0]
+    rm_scores = NaiveRewardManager.assemble_rm_scores(data, scores)
+    assert rm_scores.shape == (4, 16)
+    assert rm_scores.sum(dim=1).tolist() == scores  # one value, at the last response token
