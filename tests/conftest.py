@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fault_server import FaultServer
 
 from exprl_rewards.local_model import VLLMServer
 
@@ -31,6 +32,22 @@ def read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
                 break
             rows.append(json.loads(line))
     return rows
+
+
+@pytest.fixture(scope="module")
+def fault() -> Iterator[FaultServer]:
+    """A real OpenAI-compatible server on 127.0.0.1 that misbehaves on cue, and whose
+    deterministic judge answers the last ``[[score N]]`` mark (see ``fault_server``)."""
+    with FaultServer() as server:
+        yield server
+
+
+def gsm8k_prompts(data_dir: Path, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` GSM8K test questions as TRL conversational rows with a solution."""
+    lines = (data_dir / "references" / "gsm8k_test.jsonl").read_text().splitlines()[:n]
+    rows = [json.loads(line) for line in lines]
+    return [{"prompt": [{"role": "user", "content": r["question"]}], "solution": r["answer"]}
+            for r in rows]  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -41,12 +41,6 @@ from exprl_rewards.serve import RewardServer
 from conftest import readme_snippet
 
 
-@pytest.fixture(scope="module")
-def fault() -> Iterator[FaultServer]:
-    with FaultServer() as server:
-        yield server
-
-
 @pytest.fixture
 def pipeline(fault: FaultServer) -> RewardPipeline:
     judge = OpenAIJudge("marks", base_url=fault.url, max_attempts=1, timeout=5)

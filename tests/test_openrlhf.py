@@ -32,12 +32,6 @@ with warnings.catch_warnings():
 
 
 @pytest.fixture(scope="module")
-def fault() -> Iterator[FaultServer]:
-    with FaultServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def server(fault: FaultServer) -> Iterator[RewardServer]:
     judge = OpenAIJudge("marks", base_url=fault.url, max_attempts=1, timeout=5)
     with RewardServer(RewardPipeline(judge, mode="outcome"), port=0) as running:

@@ -25,12 +25,6 @@ from exprl_rewards.serve import RewardServer
 TOKEN = "s3cret"
 
 
-@pytest.fixture(scope="module")
-def fault() -> Iterator[FaultServer]:
-    with FaultServer() as server:
-        yield server
-
-
 @pytest.fixture
 def server(fault: FaultServer) -> Iterator[RewardServer]:
     judge = OpenAIJudge("marks", base_url=fault.url, max_attempts=1, timeout=5)

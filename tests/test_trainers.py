@@ -7,7 +7,6 @@ is an optional dependency; this test needs it (``make test`` installs it).
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -15,6 +14,8 @@ from exprl_rewards.adapters import TRLReward
 from exprl_rewards.judges import OpenAIJudge
 from exprl_rewards.local_model import VLLMServer, default_model_dir
 from exprl_rewards.pipeline import RewardPipeline
+
+from conftest import gsm8k_prompts
 
 
 def test_grpo_trainer_steps_with_the_exprl_reward(
@@ -25,14 +26,7 @@ def test_grpo_trainer_steps_with_the_exprl_reward(
         from datasets import Dataset
         from trl import GRPOConfig, GRPOTrainer
 
-    rows = [
-        json.loads(line)
-        for line in (data_dir / "references" / "gsm8k_test.jsonl").read_text().splitlines()[:2]
-    ]
-    dataset = Dataset.from_list(
-        [{"prompt": [{"role": "user", "content": r["question"]}], "solution": r["answer"]}
-         for r in rows]
-    )  # fmt: skip
+    dataset = Dataset.from_list(gsm8k_prompts(data_dir, 2))
     judge = OpenAIJudge(
         judge_server.model, base_url=judge_server.url, top_logprobs=20, prefill=True, max_tokens=8
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +22,7 @@ from exprl_rewards.judges import OpenAIJudge
 from exprl_rewards.local_model import VLLMServer, default_model_dir
 from exprl_rewards.pipeline import RewardPipeline
 
-
-@pytest.fixture(scope="module")
-def fault() -> Iterator[FaultServer]:
-    with FaultServer() as server:
-        yield server
+from conftest import gsm8k_prompts
 
 
 @pytest.fixture
@@ -126,14 +121,7 @@ def test_grpo_trainer_with_a_tool_and_two_reward_functions(
         """
         return a + b
 
-    rows = [
-        json.loads(line)
-        for line in (data_dir / "references" / "gsm8k_test.jsonl").read_text().splitlines()[:2]
-    ]
-    dataset = Dataset.from_list(
-        [{"prompt": [{"role": "user", "content": r["question"]}], "solution": r["answer"]}
-         for r in rows]
-    )  # fmt: skip
+    dataset = Dataset.from_list(gsm8k_prompts(data_dir, 2))
     judge = OpenAIJudge(
         judge_server.model, base_url=judge_server.url, top_logprobs=20, prefill=True, max_tokens=8,
         constrain_scores=True,

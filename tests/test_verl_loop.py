@@ -7,13 +7,12 @@ verl's ``RewardLoopManager`` runs as Ray actors) loads the README's reward file 
 
 from __future__ import annotations
 
+import asyncio
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from fault_server import FaultServer
 
 from exprl_rewards.adapters.verl import _reward
@@ -30,12 +29,6 @@ with warnings.catch_warnings():
     from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
     from verl.experimental.reward_loop.reward_manager import NaiveRewardManager
     from verl.utils.ray_utils import get_event_loop
-
-
-@pytest.fixture(scope="module")
-def fault() -> Iterator[FaultServer]:
-    with FaultServer() as server:
-        yield server
 
 
 def config(reward_file: Path, **reward_kwargs: Any) -> Any:
@@ -88,7 +81,16 @@ def test_the_reward_loop_scores_a_batch_through_one_shared_micro_batched_judge(
     reward_file = tmp_path / "exprl_verl_reward.py"
     reward_file.write_text(code)
     kwargs = {"base_url": fault.url, "model": "marks", "mode": "outcome", "top_logprobs": None}
-    worker = RewardLoopWorker(config(reward_file, **kwargs))
+    loop = get_event_loop()  # verl's managers take the thread's loop; closed below
+    try:
+        check_the_loop(loop, config(reward_file, **kwargs), kwargs)
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
+def check_the_loop(loop: asyncio.AbstractEventLoop, cfg: Any, kwargs: dict[str, Any]) -> None:
+    worker = RewardLoopWorker(cfg)
     assert isinstance(worker.reward_manager, NaiveRewardManager)
     assert worker.reward_manager.is_async_reward_score  # verl awaits it on its loop
 
@@ -96,7 +98,7 @@ def test_the_reward_loop_scores_a_batch_through_one_shared_micro_batched_judge(
     data = batch(responses, groups=[0, 0, 1, 1])
     shared = _reward(kwargs)
     flushes = shared.flushes
-    outputs = get_event_loop().run_until_complete(worker.compute_score_batch(data))
+    outputs = loop.run_until_complete(worker.compute_score_batch(data))
     assert shared.flushes == flushes + 1  # four run_single tasks, one judge batch
 
     scores = [o["reward_score"] for o in outputs]
