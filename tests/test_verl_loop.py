@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from fault_server import FaultServer
 
-from exprl_rewards.adapters.verl import _reward
+from exprl_rewards.adapters.verl import shared_reward
 from exprl_rewards.local_model import default_model_dir
 
 from conftest import readme_snippet
@@ -28,6 +29,7 @@ with warnings.catch_warnings():
     from verl import DataProto
     from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
     from verl.experimental.reward_loop.reward_manager import NaiveRewardManager
+    from verl.trainer.ppo.ray_trainer import compute_advantage  # the trainer's own
     from verl.utils.ray_utils import get_event_loop
 
 
@@ -51,7 +53,7 @@ def batch(responses: list[str], groups: list[int]) -> DataProto:
     """A batch shaped as verl's rollout makes it: left-padded prompts, right-padded responses."""
     tokenizer = AutoTokenizer.from_pretrained(default_model_dir())
     pad = tokenizer.pad_token_id or 0
-    n, prompt_width, response_width = len(responses), 12, 16
+    n, prompt_width, response_width = len(responses), 12, 32
     prompt_ids = torch.full((n, prompt_width), pad)
     response_ids = torch.full((n, response_width), pad)
     attention = torch.zeros((n, prompt_width + response_width), dtype=torch.long)
@@ -96,7 +98,7 @@ def check_the_loop(loop: asyncio.AbstractEventLoop, cfg: Any, kwargs: dict[str, 
 
     responses = ["4 [[score 5]]", "7 [[score 2]]", "6 [[score 4]]", "I give up [[score none]]"]
     data = batch(responses, groups=[0, 0, 1, 1])
-    shared = _reward(kwargs)
+    shared = shared_reward(kwargs)
     flushes = shared.flushes
     outputs = loop.run_until_complete(worker.compute_score_batch(data))
     assert shared.flushes == flushes + 1  # four run_single tasks, one judge batch
@@ -105,5 +107,70 @@ def check_the_loop(loop: asyncio.AbstractEventLoop, cfg: Any, kwargs: dict[str, 
     assert scores == [1.0, 0.25, 0.75, 0.75]  # the unscored one: its group's mean, flagged
     assert [o["reward_extra_info"]["exprl_unscored"] for o in outputs] == [0.0, 0.0, 0.0, 1.0]
     rm_scores = NaiveRewardManager.assemble_rm_scores(data, scores)
-    assert rm_scores.shape == (4, 16)
+    assert rm_scores.shape == (4, 32)
     assert rm_scores.sum(dim=1).tolist() == scores  # one value, at the last response token
+
+
+def test_process_rewards_through_the_reward_loop_and_verls_compute_advantage(
+    fault: FaultServer,
+) -> None:
+    """ExpRL-Process in verl: our reward manager (loaded by verl with source=importlib)
+    writes step scores into verl's reward matrix; our estimator, registered with
+    register_adv_est, turns them into DeltaNorm advantages in verl's compute_advantage,
+    equal to the library's own, token by token."""
+    from exprl_rewards.adapters.verl_process import STEP_ZERO, ExpRLProcessRewardManager
+    from exprl_rewards.advantages import process_advantages
+
+    kwargs = {"base_url": fault.url, "model": "marks", "mode": "process-segment",
+              "slicer": "newline", "top_logprobs": None}  # fmt: skip
+    cfg = config(Path("unused.py"), **kwargs)
+    cfg.reward.custom_reward_function.path = None
+    cfg.reward.reward_manager = {
+        "name": "ExpRLProcessRewardManager", "source": "importlib",
+        "module": {"path": "pkg://exprl_rewards.adapters.verl_process", "name": None},
+    }  # fmt: skip
+    responses = [
+        "a [[score 2]]\nb [[score 4]]",
+        "a [[score 1]]\nb [[score 5]]\nc [[score 3]]",
+        "a [[score 5]]\nb [[score none]]",
+        "a [[score 3]]",
+    ]
+    steps = [[0.25, 0.75], [0.0, 1.0, 0.5], [None, None], [0.5]]  # (N - 1) / 4 per step
+    data = batch(responses, groups=[0, 0, 1, 1])
+    loop = get_event_loop()
+    try:
+        worker = RewardLoopWorker(cfg)
+        assert isinstance(worker.reward_manager, ExpRLProcessRewardManager)
+        outputs = loop.run_until_complete(worker.compute_score_batch(data))
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+    scores = [o["reward_score"] for o in outputs]
+    assert [o["reward_extra_info"]["exprl_unscored"] for o in outputs] == [0.0, 0.0, 1.0, 0.0]
+    rm = ExpRLProcessRewardManager.assemble_rm_scores(data, scores)
+    for row, expected in zip(rm.tolist(), steps, strict=True):
+        written = [v for v in row if v != 0]
+        if expected[0] is None:
+            assert written == []  # unscored: no steps
+        else:
+            assert [0.0 if abs(v) < 1e3 * STEP_ZERO else v for v in written] == expected
+
+    prompt_width = data.batch["prompts"].shape[1]
+    data.batch["response_mask"] = data.batch["attention_mask"][:, prompt_width:]
+    data.batch["token_level_rewards"] = rm
+    data.non_tensor_batch["uid"] = np.array(["g0", "g0", "g1", "g1"], dtype=object)
+    advantages = compute_advantage(data, adv_estimator="exprl_delta").batch["advantages"]
+
+    expected = process_advantages([[np.nan if v is None else v for v in s] for s in steps])
+    ends = [[e for e, _ in row] for row in scores]
+    length = data.batch["response_mask"].sum(dim=1).tolist()
+    for b, row in enumerate(advantages.tolist()):
+        if not expected.mask[b]:
+            assert not any(row)  # masked trajectory: no gradient
+            continue
+        start = 0
+        for k, value in enumerate(expected.values.rows()[b].tolist()):
+            stop = length[b] if k == len(ends[b]) - 1 else ends[b][k] + 1
+            assert row[start:stop] == pytest.approx([value] * (stop - start), abs=1e-6)
+            start = stop
+        assert not any(row[length[b] :])  # padding

@@ -36,6 +36,7 @@ once per configuration and process.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import math
@@ -60,8 +61,12 @@ __all__ = [
     "compute_score",
     "compute_score_batch",
     "compute_score_sync",
+    "shared_reward",
     "token_offsets",
 ]
+
+
+_Future = asyncio.Future[tuple[float, RolloutResult]]
 
 
 class VerlReward:
@@ -86,7 +91,7 @@ class VerlReward:
         self.batch_size, self.batch_wait_s = batch_size, batch_wait_s
         self.flushes = 0  # micro-batches judged by :meth:`score_one`
         self._pending: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, list[tuple[Rollout, asyncio.Future[dict[str, float]]]]
+            asyncio.AbstractEventLoop, list[tuple[Rollout, _Future]]
         ] = weakref.WeakKeyDictionary()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -108,9 +113,13 @@ class VerlReward:
     ) -> dict[str, float]:
         """One response's dict, judged in a micro-batch with the calls that arrive with it."""
         (rollout,) = self.rollouts([solution_str], [ground_truth], [extra_info])
+        return self._row(*await self.result_one(rollout))
+
+    async def result_one(self, rollout: Rollout) -> tuple[float, RolloutResult]:
+        """One rollout's reward (unscored filled in) and full result, micro-batched."""
         loop = asyncio.get_running_loop()
         pending = self._pending.setdefault(loop, [])
-        future: asyncio.Future[dict[str, float]] = loop.create_future()
+        future: asyncio.Future[tuple[float, RolloutResult]] = loop.create_future()
         pending.append((rollout, future))
         if len(pending) >= self.batch_size:
             self._flush(loop)
@@ -124,13 +133,9 @@ class VerlReward:
             self.flushes += 1
             loop.create_task(self._judge(batch))
 
-    async def _judge(self, batch: list[tuple[Rollout, asyncio.Future[dict[str, float]]]]) -> None:
+    async def _judge(self, batch: list[tuple[Rollout, _Future]]) -> None:
         # Ids are unique within a pipeline batch; each call's own id is its position.
-        rollouts = [
-            Rollout(id=str(i), group_id=r.group_id, question=r.question, reference=r.reference,
-                    response=r.response)
-            for i, (r, _) in enumerate(batch)
-        ]  # fmt: skip
+        rollouts = [dataclasses.replace(r, id=str(i)) for i, (r, _) in enumerate(batch)]
         try:
             results = (await self.pipeline.score(rollouts)).results
         except Exception as e:  # a bad batch fails its own calls, never the loop
@@ -141,7 +146,7 @@ class VerlReward:
         filled = fill_unscored(results, self.unscored, self.neutral)
         for (_, future), value, result in zip(batch, filled, results, strict=True):
             if not future.done():
-                future.set_result(self._row(value, result))
+                future.set_result((value, result))
 
     def rollouts(
         self,
@@ -261,7 +266,9 @@ def _default(config: str) -> VerlReward:
     return VerlReward(RewardPipeline(judge, **options), **reward_options)
 
 
-def _reward(kwargs: Mapping[str, Any]) -> VerlReward:
+def shared_reward(kwargs: Mapping[str, Any]) -> VerlReward:
+    """The one :class:`VerlReward` of this process for these ``reward_kwargs``: every call
+    with the same options shares its judge (concurrency budget, connections, cache)."""
     return _default(json.dumps(dict(kwargs), sort_keys=True, default=str))
 
 
@@ -279,7 +286,7 @@ async def compute_score(
     ``batch_wait_s``). Extra keyword arguments verl adds are ignored.
     """
     kwargs = {k: v for k, v in kwargs.items() if k not in _VERL_EXTRAS}
-    return await _reward(kwargs).score_one(solution_str, ground_truth, extra_info)
+    return await shared_reward(kwargs).score_one(solution_str, ground_truth, extra_info)
 
 
 # Keyword arguments verl's reward managers add to the call, not ours.
@@ -295,7 +302,7 @@ def compute_score_sync(
 ) -> dict[str, float]:
     """The per-sample reward for verl's legacy managers, which call it from a thread."""
     kwargs = {k: v for k, v in kwargs.items() if k not in _VERL_EXTRAS}
-    return _reward(kwargs).score_batch([solution_str], [ground_truth], [extra_info])[0]
+    return shared_reward(kwargs).score_batch([solution_str], [ground_truth], [extra_info])[0]
 
 
 def compute_score_batch(
@@ -306,4 +313,4 @@ def compute_score_batch(
     **kwargs: Any,
 ) -> list[dict[str, float]]:
     """verl's batch custom reward (``reward_manager=batch``): the batch judged at once."""
-    return _reward(kwargs).score_batch(solution_strs, ground_truths, extra_infos)
+    return shared_reward(kwargs).score_batch(solution_strs, ground_truths, extra_infos)
