@@ -1,7 +1,10 @@
-"""Trainer adapters: TRL reward functions, verl ``compute_score`` and token rewards.
+"""Trainer adapters: TRL reward functions, verl ``compute_score`` and token rewards,
+OpenRLHF's remote reward protocol.
 
-The OpenRLHF remote reward server is :mod:`exprl_rewards.serve`. None of these import
-their trainer: they speak its data shapes.
+The OpenRLHF server is :mod:`exprl_rewards.serve` (its request and answer shapes are in
+:mod:`.openrlhf`). None of these import their trainer: they speak its data shapes. The
+one exception is :mod:`.verl_process`, verl's process reward manager and advantage
+estimators, which verl itself loads and which nothing here imports.
 """
 
 from __future__ import annotations
