@@ -35,7 +35,7 @@ from exprl_rewards.alignment import token_segment_ids
 from exprl_rewards.local_model import default_model_dir
 from exprl_rewards.slicers import get_slicer
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 DELIMITER = "\n\n"
 
 

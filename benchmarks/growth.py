@@ -1,6 +1,6 @@
 """How does process-scoring cost grow with steps per rollout, and with rollout length?
 
-Real long rollouts (the longest Qwen2.5-Math-7B responses in ``../shared/data``, 9.4k
+Real long rollouts (the longest Qwen2.5-Math-7B responses in ``data/``, 9.4k
 and 10.4k characters, graded against the MATH reference solution) are graded through
 :class:`~exprl_rewards.RewardPipeline` on a real vLLM server (prefix caching on, the
 embedded judge, score-only templates, cache-friendly order):

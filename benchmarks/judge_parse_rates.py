@@ -28,7 +28,7 @@ from exprl_rewards.local_model import VLLMServer, default_model_dir
 from exprl_rewards.slicers import get_slicer
 from exprl_rewards.templates import TEMPLATES, get_template
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
 
 

@@ -1,6 +1,6 @@
 """Build examples/rollouts.jsonl: a few dozen real rollouts with human references.
 
-Sources (both MIT-licensed, see ../shared/data/MANIFEST.md):
+Sources (both MIT-licensed, see data/MANIFEST.md):
 - openai/grade-school-math, example_model_solutions.jsonl: GSM8K test questions, the
   human reference solution, and four model solutions each (6B/175B, fine-tuned and
   verifier-selected), with programmatic correctness labels.
@@ -11,7 +11,7 @@ Sources (both MIT-licensed, see ../shared/data/MANIFEST.md):
 Each row is in the native layout (id, group_id, question, reference, response) plus
 `correct` (the label) and `source`. Rollouts of one problem share a group_id.
 
-    python examples/build_examples.py  # from the repository root, beside ../shared
+    python examples/build_examples.py
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = ROOT / "data"
 MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
 
 

@@ -1,4 +1,4 @@
-"""Shared test fixtures: paths to the real data in ../shared/data."""
+"""Shared test fixtures: the real data in the repository's data/, judges and helpers."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from fault_server import FaultServer
 from exprl_rewards.local_model import VLLMServer
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = ROOT / "data"
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not (DATA / "MANIFEST.md").is_file():
-        pytest.fail(f"shared data not found at {DATA}; the repository must sit beside shared/")
+        pytest.fail(f"data not found at {DATA}: it ships with the repository (data/MANIFEST.md)")
     return DATA
 
 

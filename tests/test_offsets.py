@@ -22,7 +22,7 @@ from exprl_rewards.adapters.offsets import (
     token_offsets,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Labelled rollouts for audits: the public sets in ``../shared/data``, or any JSONL.
+"""Labelled rollouts for audits: the public sets in a checkout's ``data/``, or any JSONL.
 
 Each adapter returns :class:`Labelled` items: a :class:`~exprl_rewards.rollout.Rollout`
 (question, human reference, response) and its label, either an outcome (1: the final
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from ..jsonl import MISSING, FieldMap, get_path, read_rollouts
 from ..rollout import Rollout
 from ..slicers import get_slicer
 
-__all__ = ["DATASETS", "Labelled", "load_dataset"]
+__all__ = ["DATASETS", "Labelled", "default_data_dir", "load_dataset"]
 
 _INNER_BLANK = re.compile(r"\n[ \t]*\n\s*")
 
@@ -233,19 +234,36 @@ def _jsonl(path: Path, fields: FieldMap, label_field: str) -> list[Labelled]:
 
 def load_dataset(
     name: str,
-    data_dir: str | Path,
+    data_dir: str | Path | None = None,
     *,
     fields: FieldMap | None = None,
     label_field: str = "correct",
 ) -> list[Labelled]:
-    """Load a labelled set by name (see the table above), or ``jsonl:PATH``."""
+    """Load a labelled set by name (see the table above), or ``jsonl:PATH``.
+
+    ``data_dir``: the folder of the built-in sets; default :func:`default_data_dir`.
+    """
     if name.startswith("jsonl:"):
         return _jsonl(Path(name[len("jsonl:") :]), fields or FieldMap(), label_field)
     if name not in DATASETS:
         raise InputError(
             f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)} or jsonl:PATH"
         )
-    data = Path(data_dir)
-    if not data.is_dir():
-        raise InputError(f"data folder {data} does not exist (pass --data-dir)")
+    data = Path(data_dir) if data_dir is not None else default_data_dir()
+    if data is None or not data.is_dir():
+        where = f"data folder {data} does not exist" if data else "no data folder was found"
+        raise InputError(
+            f"{where}: the built-in datasets ship in the data/ folder of a checkout of"
+            " exprl-rewards (not in the wheel); clone the repository, or pass --data-dir"
+            " (or set $EXPRL_DATA) to a copy of it"
+        )
     return DATASETS[name](data)
+
+
+def default_data_dir() -> Path | None:
+    """``$EXPRL_DATA``, else the ``data/`` folder of the checkout this package runs from."""
+    env = os.environ.get("EXPRL_DATA")
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parents[2] / "data"
+    return checkout if (checkout / "MANIFEST.md").is_file() else None

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -47,8 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--data-dir",
-        default=os.environ.get("EXPRL_DATA", "../shared/data"),
-        help="folder of the public sets (default: $EXPRL_DATA or %(default)s)",
+        help="folder of the built-in sets (default: $EXPRL_DATA, else the checkout's data/)",
     )
     p.add_argument("--label-field", default="correct", help="0/1 label field for jsonl:PATH")
     p.add_argument("--limit", type=int, help="audit a seeded sample of N questions")
