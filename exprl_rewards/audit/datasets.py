@@ -18,7 +18,23 @@ name                        labels       reference the judge sees
 ``bigbench-mistake``        first error  the target answer only (none is given)
 ``prmbench``                first error  the unmodified PRM800K solution
 ``jsonl:PATH``              outcome      ``--reference-field``; ``--label-field``
+``jsonl:PATH`` + steps      first error  ``--reference-field``; see below
 ==========================  ===========  =========================================
+
+**Your own step-labelled traces** (``jsonl:PATH`` with ``steps_field``, the CLI's
+``--steps-field``): each row has its steps as a list of strings, the question and the
+reference (``--question-field``, ``--reference-field``), and one of:
+
+- ``first_error_field`` (``--first-error-field``): the index of the first wrong step,
+  ``-1`` or null when every step is right (ProcessBench's ``label``);
+- ``step_labels_field`` (``--step-labels-field``): one label per step, on the scale
+  ``step_labels_scale`` (``--step-labels-scale``): ``"ternary"``, PRM800K's ratings (-1
+  bad, 0 neutral, 1 good: the first -1 is the first error); ``"binary"`` (1/true right,
+  0/false wrong, as in Math-Shepherd: the first 0 is the first error); or ``"auto"``
+  (default): ternary when any label is -1, else binary. A PRM800K trace without a -1
+  but with a neutral 0 reads as wrong under ``auto``: say ``ternary`` for such data.
+
+The outcome label is 1 exactly when no step is wrong.
 """
 
 from __future__ import annotations
@@ -63,10 +79,19 @@ class Labelled:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                yield number, json.loads(line)
+    try:
+        with path.open(encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise InputError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+                    if not isinstance(row, dict):
+                        raise InputError(f"{path}:{number}: a row must be a JSON object")
+                    yield number, row
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from e
 
 
 def _gsm8k_references(data: Path) -> dict[str, str]:
@@ -218,6 +243,79 @@ def _label(value: Any, where: str) -> int:
     raise InputError(f"{where}: expected a 0/1 or true/false label, got {value!r}")
 
 
+def _text(row: dict[str, Any], field: str, where: str) -> str:
+    value = get_path(row, field)
+    if not isinstance(value, str):
+        raise InputError(f"{where}: field {field!r}: expected a string, got {value!r:.60}")
+    return value
+
+
+def _first_error(labels: Any, steps: int, where: str, scale: str = "auto") -> int:
+    """The first wrong step of per-step labels (see the module docs), or -1."""
+    if not isinstance(labels, list) or len(labels) != steps:
+        raise InputError(f"{where}: expected a list of {steps} step labels, got {labels!r:.80}")
+    values = []
+    for label in labels:
+        if isinstance(label, bool) or label in (-1, 0, 1):
+            values.append(int(label))
+        else:
+            raise InputError(f"{where}: a step label must be -1, 0, 1 or true/false: {label!r}")
+    if scale not in ("auto", "binary", "ternary"):
+        raise InputError(f"step label scale must be auto, binary or ternary, not {scale!r}")
+    if scale == "binary" and -1 in values:
+        raise InputError(f"{where}: a -1 label on the binary scale")
+    wrong = -1 if scale == "ternary" or (scale == "auto" and -1 in values) else 0
+    return values.index(wrong) if wrong in values else -1
+
+
+def _jsonl_steps(
+    path: Path,
+    fields: FieldMap,
+    steps_field: str,
+    first_error_field: str | None,
+    step_labels_field: str | None,
+    scale: str = "auto",
+) -> list[Labelled]:
+    if (first_error_field is None) == (step_labels_field is None):
+        raise InputError("step-labelled data needs one of --first-error-field, --step-labels-field")
+    out = []
+    for number, row in _read_jsonl(path):
+        where = f"{path}:{number}"
+        steps = get_path(row, steps_field)
+        if not isinstance(steps, list) or not steps or not all(isinstance(s, str) for s in steps):
+            raise InputError(f"{where}: field {steps_field!r}: expected a list of step strings")
+        if first_error_field is not None:
+            first = get_path(row, first_error_field)
+            first = -1 if first is None or first is MISSING else first
+            if (
+                isinstance(first, bool)
+                or not isinstance(first, int)
+                or not -1 <= first < len(steps)
+            ):
+                raise InputError(
+                    f"{where}: field {first_error_field!r}: expected -1 or a step index below"
+                    f" {len(steps)}, got {first!r}"
+                )
+        else:
+            assert step_labels_field is not None
+            labels = get_path(row, step_labels_field)
+            first = _first_error(labels, len(steps), f"{where}: field {step_labels_field!r}", scale)
+        question = _text(row, fields.question, where)
+        key = get_path(row, fields.id)
+        group = get_path(row, fields.group_id)
+        try:
+            out.append(
+                _steps(
+                    f"jsonl:{path.name}", str(key) if key is not MISSING else f"L{number}",
+                    question, _text(row, fields.reference, where), steps, first,
+                    group=str(group) if group not in (MISSING, None) else question,
+                )
+            )  # fmt: skip
+        except InputError as e:
+            raise InputError(f"{where}: {e}") from None
+    return out
+
+
 def _jsonl(path: Path, fields: FieldMap, label_field: str) -> list[Labelled]:
     rows, errors = read_rollouts(str(path), fields)
     if errors:
@@ -238,13 +336,25 @@ def load_dataset(
     *,
     fields: FieldMap | None = None,
     label_field: str = "correct",
+    steps_field: str | None = None,
+    first_error_field: str | None = None,
+    step_labels_field: str | None = None,
+    step_labels_scale: str = "auto",
 ) -> list[Labelled]:
     """Load a labelled set by name (see the table above), or ``jsonl:PATH``.
 
     ``data_dir``: the folder of the built-in sets; default :func:`default_data_dir`.
+    ``steps_field`` and one of ``first_error_field``/``step_labels_field``: read
+    ``jsonl:PATH`` as step-labelled traces (see the module docs).
     """
     if name.startswith("jsonl:"):
-        return _jsonl(Path(name[len("jsonl:") :]), fields or FieldMap(), label_field)
+        path = Path(name[len("jsonl:") :])
+        if steps_field is not None:
+            return _jsonl_steps(
+                path, fields or FieldMap(), steps_field, first_error_field, step_labels_field,
+                step_labels_scale,
+            )  # fmt: skip
+        return _jsonl(path, fields or FieldMap(), label_field)
     if name not in DATASETS:
         raise InputError(
             f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)} or jsonl:PATH"

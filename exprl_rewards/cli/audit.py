@@ -49,6 +49,25 @@ def _parser() -> argparse.ArgumentParser:
         help="folder of the built-in sets (default: $EXPRL_DATA, else the checkout's data/)",
     )
     p.add_argument("--label-field", default="correct", help="0/1 label field for jsonl:PATH")
+    s = p.add_argument_group("step-labelled jsonl:PATH (see exprl_rewards.audit.datasets)")
+    s.add_argument("--steps-field", metavar="PATH", help="a list of step strings per row")
+    s.add_argument(
+        "--first-error-field", metavar="PATH", help="index of the first wrong step (-1: none)"
+    )
+    s.add_argument(
+        "--step-labels-field",
+        metavar="PATH",
+        help="one label per step: -1/0/1 ratings (PRM800K) or 0/1 (Math-Shepherd)",
+    )
+    s.add_argument(
+        "--step-labels-scale",
+        choices=["auto", "binary", "ternary"],
+        default="auto",
+        help="ternary: -1/0/1 ratings, the first -1 is wrong; binary: the first 0 is"
+        " (default: auto, ternary when a -1 occurs)",
+    )
+    s.add_argument("--question-field", default="question", metavar="PATH")
+    s.add_argument("--reference-field", default="reference", metavar="PATH")
     p.add_argument("--limit", type=int, help="audit a seeded sample of N questions")
     p.add_argument("-o", "--out", required=True, help="report folder")
     g = p.add_argument_group("what the judge grades")
@@ -83,9 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     start = time.perf_counter()
     try:
+        fields = FieldMap(question=args.question_field, reference=args.reference_field)
         items = load_dataset(
-            args.data, args.data_dir, fields=FieldMap(), label_field=args.label_field
-        )
+            args.data, args.data_dir, fields=fields, label_field=args.label_field,
+            steps_field=args.steps_field, first_error_field=args.first_error_field,
+            step_labels_field=args.step_labels_field, step_labels_scale=args.step_labels_scale,
+        )  # fmt: skip
         if args.limit is not None:
             # A seeded sample of questions, not the first N: files are often sorted
             # (ProcessBench lists its erroneous traces first).
