@@ -282,8 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ExpRLError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    log = getattr(server.pipeline.judge, "engine_log", None)
     print(
-        f"exprl-rewards: serving on {server.url} (POST /get_reward, /score; GET /health)",
+        f"exprl-rewards: serving on {server.url} (POST /get_reward, /score; GET /health)"
+        + (f"; engine log: {log}" if log is not None else ""),
         file=sys.stderr,
         flush=True,
     )

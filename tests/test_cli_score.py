@@ -344,3 +344,27 @@ def test_progress_bar_when_asked(
     err = capsys.readouterr().err
     assert "3/3" in err
     assert "rollout/s" in err
+
+
+def test_the_engines_own_output_goes_to_a_log_unless_verbose(tmp_path: Path) -> None:
+    """The main job shows our summary only; vLLM's and torch's output go to a log file
+    named in the summary, or to the terminal with --verbose."""
+    first4 = write(tmp_path / "in.jsonl", EXAMPLES.read_text().splitlines()[:4])
+    args = ["--mode", "outcome", "--template", "outcome-score-only", "--no-cache"]
+    quiet = subprocess.run(embedded(str(first4), "-o", str(tmp_path / "a.jsonl"), *args),
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout == ""
+    lines = quiet.stderr.splitlines()
+    assert lines[0].startswith("exprl-rewards: 4 rows")
+    assert all(line.startswith(("exprl-rewards:", "  ")) for line in lines), lines
+    log = Path(lines[-1].rsplit(": ", 1)[1])
+    assert "engine log" in lines[-1]
+    assert "WARNING" in log.read_text()  # vLLM's start-up notices, kept, out of the way
+    loud = subprocess.run(
+        embedded(str(first4), "-o", str(tmp_path / "b.jsonl"), *args, "--verbose"),
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert loud.returncode == 0
+    assert "WARNING" in loud.stdout + loud.stderr  # vLLM logs to stdout
+    assert "engine log" not in loud.stderr

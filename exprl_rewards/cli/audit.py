@@ -29,7 +29,7 @@ from ..judges.cache import JudgeCache
 from ..pipeline import RewardPipeline
 from ..slicers import PRESETS
 from ..templates import MODES, TEMPLATES, Mode, load_template
-from .judge_args import add_judge_arguments, make_judge
+from .judge_args import add_judge_arguments, engine_log_of, make_judge
 
 __all__ = ["main"]
 
@@ -152,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     print(path.read_text(), end="")
     print(f"\nreport: {path.parent}/ ({report['wall_s']} s)", file=sys.stderr)
+    if (log := engine_log_of(pipeline.judge)) is not None:
+        print(f"engine log (vLLM's own output; --verbose shows it): {log}", file=sys.stderr)
     return 0
 
 

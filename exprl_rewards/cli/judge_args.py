@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
+from pathlib import Path
 
 from ..errors import ExpRLError
 from ..judges.base import DEFAULT_MIN_MASS, Judge
 from ..judges.cache import JudgeCache
 from ..local_model import DEFAULT_MODEL_NAME, cache_dir
 
-__all__ = ["add_judge_arguments", "make_judge"]
+__all__ = ["add_judge_arguments", "engine_log_of", "engine_log_path", "make_judge"]
 
 
 def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +76,12 @@ def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
         help="judge cache file (default: %(default)s)",
     )
     j.add_argument("--no-cache", action="store_true", help="do not read or write the judge cache")
+    j.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show an in-process engine's own output (vLLM, torch) on the terminal instead"
+        " of its log file",
+    )
 
 
 def make_judge(args: argparse.Namespace, cache: JudgeCache | None) -> Judge:
@@ -90,12 +98,14 @@ def make_judge(args: argparse.Namespace, cache: JudgeCache | None) -> Judge:
             timeout=args.timeout, cache=cache, prefill=not args.no_prefill,
             constrain_scores=bool(args.constrain_scores),
         )  # fmt: skip
+    from ..judges.logs import engine_output
     from ..judges.vllm import VLLMJudge
 
+    log = None if args.verbose else engine_log_path()
     if args.vllm_model:
         return VLLMJudge(
             args.vllm_model, max_tokens=args.max_tokens or 2048, top_logprobs=top, cache=cache,
-            constrain_scores=bool(args.constrain_scores),
+            constrain_scores=bool(args.constrain_scores), engine_log=log,
         )  # fmt: skip
     from ..local_model import default_model_dir
 
@@ -104,8 +114,22 @@ def make_judge(args: argparse.Namespace, cache: JudgeCache | None) -> Judge:
     os.environ.setdefault(
         "VLLM_LOGGING_LEVEL", "WARNING"
     )  # its start-up log would bury the summary
+    with engine_output(log):  # building the model from its wheel, once per machine
+        model_dir = default_model_dir()
     return VLLMJudge(
-        default_model_dir(), name=DEFAULT_MODEL_NAME, engine_process=False, max_model_len=2048,
+        model_dir, name=DEFAULT_MODEL_NAME, engine_process=False, max_model_len=2048,
         enforce_eager=True, max_tokens=args.max_tokens or 384, top_logprobs=top, cache=cache,
-        constrain_scores=args.constrain_scores is not False,
+        constrain_scores=args.constrain_scores is not False, engine_log=log,
     )  # fmt: skip
+
+
+def engine_log_path() -> Path:
+    """A new log file for this process's in-process engine, under the cache folder."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return cache_dir() / "logs" / f"engine-{stamp}-{os.getpid()}.log"
+
+
+def engine_log_of(judge: Judge) -> Path | None:
+    """The judge's engine log, when it has written one."""
+    log = getattr(judge, "engine_log", None)
+    return log if isinstance(log, Path) and log.exists() and log.stat().st_size else None

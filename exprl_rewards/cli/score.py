@@ -33,7 +33,7 @@ from ..judges.cache import JudgeCache
 from ..pipeline import BatchResult, RewardPipeline, RolloutResult
 from ..slicers import PRESETS
 from ..templates import MODES, TEMPLATES, load_template
-from .judge_args import add_judge_arguments, make_judge
+from .judge_args import add_judge_arguments, engine_log_of, make_judge
 from .output import open_output
 from .summary import Progress, print_summary, summarize
 
@@ -344,7 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache = getattr(pipeline.judge, "cache", None)
     if cache is not None and getattr(cache, "disabled", None):
         print(f"warning: the judge cache was turned off mid-run: {cache.disabled}", file=sys.stderr)
-    return _report(results, len(rows), len(errors), len(done), start, args)
+    code = _report(results, len(rows), len(errors), len(done), start, args)
+    if (log := engine_log_of(pipeline.judge)) is not None:
+        print(f"  engine log (vLLM's own output; --verbose shows it): {log}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from ..errors import MissingExtraError
 from ..local_model import cpu_dtype
 from .base import CachedBatch, Judgement, JudgeRequest, RawOutput, TokenLogprobs, finish, unscored
 from .cache import JudgeCache
+from .logs import engine_output
 
 __all__ = ["VLLMJudge"]
 
@@ -46,6 +47,9 @@ class VLLMJudge:
             (at most the engine's ``max_logprobs``, 20 by default). None: off.
         cache: a :class:`JudgeCache` or its path; None disables caching.
         name: the model name recorded in judgements and cache keys (default: ``model``).
+        engine_log: a file that takes everything the engine prints (vLLM's and torch's
+            warnings, progress bars, C++ notices) while it starts and generates; None:
+            the terminal.
         constrain_scores: decode only the allowed answers of score-only requests
             (``"1"`` ... ``"5"``) with vLLM's structured outputs. The judge then always
             writes a score, its own choice among the valid ones, and the logprobs at it
@@ -73,11 +77,13 @@ class VLLMJudge:
         name: str | None = None,
         engine_process: bool = True,
         constrain_scores: bool = False,
+        engine_log: str | Path | None = None,
         **llm_kwargs: Any,
     ) -> None:
         if importlib.util.find_spec("vllm") is None:
             raise MissingExtraError("vllm", "cpu")
         self.engine_process, self.constrain_scores = engine_process, constrain_scores
+        self.engine_log = Path(engine_log) if engine_log is not None else None
         self.model = name or str(model)
         self.temperature, self.max_tokens, self.top_logprobs = temperature, max_tokens, top_logprobs
         self.cache = JudgeCache(cache) if isinstance(cache, (str, Path)) else cache
@@ -111,14 +117,16 @@ class VLLMJudge:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 warnings.simplefilter("ignore", FutureWarning)
                 try:
-                    import vllm
-                    from vllm.platforms import current_platform
+                    with engine_output(self.engine_log):
+                        import vllm
+                        from vllm.platforms import current_platform
                 except ImportError as e:
                     raise MissingExtraError("vllm", "cpu") from e
                 kwargs = dict(self._llm_kwargs)
                 if current_platform.is_cpu():
                     kwargs.setdefault("dtype", cpu_dtype())
-                self._llm = vllm.LLM(model=self._model_path, **kwargs)
+                with engine_output(self.engine_log):
+                    self._llm = vllm.LLM(model=self._model_path, **kwargs)
         return self._llm
 
     def sampling(self) -> dict[str, Any]:
@@ -149,10 +157,10 @@ class VLLMJudge:
     def _generate(
         self, requests: Sequence[JudgeRequest], keys: list[str], todo: list[int], prefilled: bool
     ) -> dict[int, Judgement]:
+        engine = self.llm  # first: it imports vLLM with the engine's output redirected
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        engine = self.llm
         conversations = []
         params = []
         for i in todo:
@@ -175,7 +183,7 @@ class VLLMJudge:
         try:
             # vLLM's grammar backend warns about its own deprecated options on first
             # use; that is not the caller's to act on.
-            with self._lock, warnings.catch_warnings():
+            with self._lock, warnings.catch_warnings(), engine_output(self.engine_log):
                 warnings.simplefilter("ignore", DeprecationWarning)
                 outputs = engine.chat(
                     conversations,
