@@ -14,6 +14,13 @@ from ..local_model import DEFAULT_MODEL_NAME, cache_dir
 
 __all__ = ["add_judge_arguments", "engine_log_of", "engine_log_path", "make_judge"]
 
+# The embedded judge's KV-cache block, in tokens. vLLM's CPU build defaults to 128, and its
+# prefix cache reuses whole blocks only, so the short per-step requests of process
+# scoring re-prefilled up to 127 shared tokens each. With 32 (benchmarks/RESULTS.md,
+# process_cost.py --block-size 32) outcome, process-segment and process-prefix scoring
+# all ran about 20% faster on this 2-core CPU.
+EMBEDDED_BLOCK_SIZE = 32
+
 
 def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the "judge" option group: server, model, limits, prefill, cache."""
@@ -118,7 +125,8 @@ def make_judge(args: argparse.Namespace, cache: JudgeCache | None) -> Judge:
         model_dir = default_model_dir()
     return VLLMJudge(
         model_dir, name=DEFAULT_MODEL_NAME, engine_process=False, max_model_len=2048,
-        enforce_eager=True, max_tokens=args.max_tokens or 384, top_logprobs=top, cache=cache,
+        enforce_eager=True, block_size=EMBEDDED_BLOCK_SIZE,
+        max_tokens=args.max_tokens or 384, top_logprobs=top, cache=cache,
         constrain_scores=args.constrain_scores is not False, engine_log=log,
     )  # fmt: skip
 
