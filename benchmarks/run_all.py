@@ -35,6 +35,10 @@ WITH_JUDGE = [
         "Process-scoring cost with a 32-token KV block (vLLM CPU's default is 128)",
         ["process_cost.py", "--styles", "score-only", "--block-size", "32"],
     ),
+    (
+        "Process scoring's levers on the main job, side by side with the settings before",
+        ["process_levers.py"],
+    ),
     ("Growth with steps per rollout and with rollout length", ["growth.py"]),
     (
         "Library overhead vs a bare openai loop, and the cache",
