@@ -368,3 +368,19 @@ def test_the_engines_own_output_goes_to_a_log_unless_verbose(tmp_path: Path) -> 
     assert loud.returncode == 0
     assert "WARNING" in loud.stdout + loud.stderr  # vLLM logs to stdout
     assert "engine log" not in loud.stderr
+
+
+def test_a_custom_score_only_template_reads_a_bare_number(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """--score-only marks a custom file score-only: a bare "4" is then the judge's score."""
+    template = tmp_path / "mine.jinja"
+    template.write_text("Grade {{ fence(response, 'R') }} against {{ fence(reference, 'REF') }}.")
+    source = write(tmp_path / "in.jsonl", [row("r1", response="FAULT:lowmass")])
+    scores = {}
+    for flag in ([], ["--score-only"]):
+        out = tmp_path / f"out{len(flag)}.jsonl"
+        args = [str(source), "-o", str(out), "--template", str(template), "--no-prefill", *flag]
+        assert run(server, *args) == 0
+        scores[bool(flag)] = read(out)[0]["exprl"]["score"]
+    assert scores == {False: None, True: 0.75}

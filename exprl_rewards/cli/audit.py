@@ -80,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
         "--template", help="a built-in or a .jinja file; default: the mode's score-only form"
     )
     g.add_argument(
+        "--score-only",
+        action="store_true",
+        help="the --template file asks for the score alone (logprob scoring, constrained digits)",
+    )
+    g.add_argument(
         "--slicer",
         default="blank-line",
         choices=sorted(PRESETS),
@@ -123,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ExpRLError(f"--mode {mode} needs step labels; {args.data} has outcome labels")
         template = args.template or f"{mode}-score-only"
         if template not in TEMPLATES:
-            template = load_template(Path(template), mode=mode)
+            template = load_template(Path(template), mode=mode, score_only=args.score_only)
         cache = None if args.no_cache else JudgeCache(args.cache)
         judge = make_judge(args, cache)
         pipeline = RewardPipeline(

@@ -67,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
         help=f"a built-in ({', '.join(TEMPLATES)}) or a .jinja file; default: the mode's",
     )
     g.add_argument(
+        "--score-only",
+        action="store_true",
+        help="the --template file asks for the score alone (logprob scoring, constrained digits)",
+    )
+    g.add_argument(
         "--slicer",
         default="exprl",
         choices=sorted(PRESETS),
@@ -278,7 +283,7 @@ def _pipeline(args: argparse.Namespace) -> RewardPipeline:
     judge = make_judge(args, cache)
     template = args.template
     if template and template not in TEMPLATES:
-        template = load_template(Path(template), mode=args.mode)
+        template = load_template(Path(template), mode=args.mode, score_only=args.score_only)
     options: dict[str, Any] = {
         "mode": args.mode,
         "template": template,
