@@ -18,7 +18,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,local,cpu,trl]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,local,cpu,trl,train]'
 	$(BIN)/python -m pip install --quiet --no-deps verl==0.9.1 ray==2.60.0 tensordict==0.10.0 \
 		pyvers==0.1.0 codetiming msgpack orjson importlib-metadata zipp omegaconf==2.3.0 \
 		hydra-core==1.3.2 antlr4-python3-runtime==4.9.3 torchdata==0.11.0 peft==0.21.2

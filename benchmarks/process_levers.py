@@ -128,10 +128,14 @@ def tail_tokens(rollouts: Sequence[Rollout], setting: Setting, mode: Mode) -> fl
     counts = []
     for rollout in rollouts:
         for request in pipeline.requests(rollout, pipeline.segments(rollout)):
-            text = tokenizer.apply_chat_template(
-                list(request.messages), tokenize=False, add_generation_prompt=True
+            text = str(
+                tokenizer.apply_chat_template(
+                    [{"role": m["role"], "content": m["content"]} for m in request.messages],
+                    tokenize=False,
+                    add_generation_prompt=True,
+                )
             )
-            text += request.prefill or ""
+            text += request.prefill
             graded_end = text.rindex("\n[END ")
             counts.append(len(tokenizer(text[graded_end:])["input_ids"]))
     return statistics.mean(counts)

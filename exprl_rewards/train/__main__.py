@@ -1,0 +1,76 @@
+"""``python -m exprl_rewards.train CONFIG``: train; ``... train eval CONFIG``: evaluate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import ExpRLError
+from .config import PRESETS, TrainConfig, load_config
+
+EPILOG = f"""
+CONFIG is a TOML file or a preset ({", ".join(PRESETS)}). Examples:
+  python -m exprl_rewards.train cpu-tiny --out runs/stage1
+  python -m exprl_rewards.train cpu-tiny --stage II --out runs/stage2 --init runs/stage1
+  python -m exprl_rewards.train eval cpu-tiny --out runs/stage1
+"""
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m exprl_rewards.train",
+        description="ExpRL's thin reference trainer (Stage I: judge rewards against a hidden "
+        "reference; Stage II: sparse final-answer rewards).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("command", nargs="?", choices=["train", "eval"], default="train")
+    p.add_argument("config", help="a TOML file or a preset name")
+    p.add_argument("--out", type=Path, help="run folder (overrides run.out)")
+    p.add_argument("--steps", type=int, help="total steps (overrides run.steps)")
+    p.add_argument("--stage", choices=["I", "II"], help="overrides run.stage")
+    p.add_argument("--lr", type=float, help="overrides optim.lr (0: a control run)")
+    p.add_argument("--seed", type=int, help="overrides run.seed")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--init", type=Path, help="start from another run's checkpoint (Stage II)")
+    p.add_argument("--eval", action="store_true", help="evaluate before and after training")
+    p.add_argument("--no-progress", action="store_true")
+    args = argv if argv and argv[0] in ("train", "eval") else ["train", *argv]
+    return p.parse_args(args)
+
+
+def configure(args: argparse.Namespace) -> TrainConfig:
+    config = load_config(args.config)
+    run = {k: v for k, v in (("out", args.out), ("steps", args.steps), ("stage", args.stage),
+                             ("seed", args.seed)) if v is not None}  # fmt: skip
+    optim = {"lr": args.lr} if args.lr is not None else {}
+    return config.override({"run": run, "optim": optim})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        config = configure(args)
+        from .run import Run  # imports torch, transformers and vLLM
+
+        resume = args.resume or args.command == "eval"
+        with Run(config, resume=resume, init=args.init) as run:
+            if args.command == "eval":
+                print(json.dumps(run.evaluate(name=f"step{run.step}")))
+                return 0
+            if args.eval and run.step == 0:
+                print(json.dumps(run.evaluate(name="before")))
+            run.train(progress=not args.no_progress)
+            if args.eval:
+                print(json.dumps(run.evaluate(name="after")))
+    except ExpRLError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""The trainer's configuration: one TOML file, validated, with the released defaults.
+
+Every section rejects unknown keys, and an error names the key's path
+(``optim.clip_hgh: Extra inputs are not permitted``). A file may start from a preset
+(``preset = "cpu-tiny"``) and override any key. The defaults are the released ExpRL
+hyperparameters (``METHOD.md``, "Optimisation, as released") where the paper sets them:
+
+=============================  =====================  ==================================
+key                            default                released
+=============================  =====================  ==================================
+``optim.lr``                   1e-6                   1e-6
+``optim.clip_low/clip_high``   0.2 / 0.28             0.2 / 0.26-0.28
+``optim.kl_coef``              0.001 (k3, +-10)       0.001, k3 ("low_var_kl")
+``optim.epochs``               1 (on-policy)          one update per batch (process)
+``sampler.temperature``        0.8                    0.8
+``sampler.prompts_per_step``   36                     36
+``sampler.rollouts_per_prompt`` 16                    10 (outcome) or 16 (process)
+``sampler.max_tokens``         16384                  16384
+=============================  =====================  ==================================
+
+``cpu-tiny`` shrinks these to what a 2-core CPU runs in seconds a step (SmolLM2-135M as
+policy and judge, 4 prompts x 4 rollouts, 160 tokens, lr 1e-5 so that 30 steps move
+the policy). ``gpu-paper`` is the paper's setting (see the README's memory plan); it is
+documented, not run here.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - the train extra installs tomli on Python 3.10
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+
+__all__ = ["PRESETS", "TrainConfig", "load_config"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PolicyConfig(_Section):
+    """The policy: its weights, and the dtype the trainer holds them in."""
+
+    model: str = Field("embedded", description="a model folder, or 'embedded' (SmolLM2-135M)")
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+
+class DataConfig(_Section):
+    """Prompts with hidden references: a GSM8K or MATH-500 JSONL of the checkout's data/."""
+
+    dataset: Literal["gsm8k", "math500"] = "gsm8k"
+    train_size: int = Field(64, ge=1)
+    eval_size: int = Field(32, ge=1)
+    seed: int = 0
+    instruction: str = Field(
+        "Solve the problem step by step, one step per line. "
+        "End with the final answer as \\boxed{ANSWER}.",
+        description="appended to each question in the policy prompt",
+    )
+
+
+class SamplerConfig(_Section):
+    """On-policy sampling in an in-process vLLM engine."""
+
+    prompts_per_step: int = Field(36, ge=1)
+    rollouts_per_prompt: int = Field(16, ge=2)
+    temperature: float = Field(0.8, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(16384, ge=1)
+    max_model_len: int = Field(20480, ge=64)
+    block_size: int | None = Field(None, description="KV block; CPU needs a multiple of 32")
+    kv_cache_gb: float = Field(1.0, gt=0, description="VLLM_CPU_KVCACHE_SPACE on CPU")
+    gpu_memory_utilization: float = Field(0.35, gt=0, le=1)
+
+
+class JudgeConfig(_Section):
+    """The judge and the reward: Stage I grades against the reference; Stage II checks answers.
+
+    With ``base_url`` unset, the trainer starts a vLLM server on 127.0.0.1 with the
+    frozen base weights (the paper's choice: the base model judges); otherwise any
+    OpenAI-compatible judge.
+    """
+
+    base_url: list[str] = Field(default_factory=list)
+    model: str = "embedded"
+    mode: Literal["outcome", "process-segment", "process-prefix"] = "outcome"
+    template: str | None = Field(None, description="default: the mode's score-only form")
+    slicer: str = "newline"
+    estimator: str | None = Field(None, description="process advantage; default: delta")
+    truncated: Literal["zero", "judge", "unscored"] = Field(
+        "zero", description="a response cut at max_tokens: reward 0 (released), judged, or unscored"
+    )
+    top_logprobs: int = Field(20, ge=0, le=20)
+    concurrency: int = Field(16, ge=1)
+    timeout: float = Field(120.0, gt=0)
+
+
+class OptimConfig(_Section):
+    """PPO-clip with token-mean aggregation, truncated importance weights, k3 KL, AdamW."""
+
+    lr: float = Field(1e-6, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    clip_low: float = Field(0.2, ge=0)
+    clip_high: float = Field(0.28, ge=0)
+    tis_cap: float | None = Field(2.0, gt=0, description="truncated importance weight cap")
+    kl_coef: float = Field(0.001, ge=0)
+    kl_clamp: float = Field(10.0, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    epochs: int = Field(1, ge=1, description="updates per batch (1: on-policy)")
+    micro_batch: int = Field(4, ge=1, description="sequences per forward/backward")
+
+
+class RunConfig(_Section):
+    """What to run and where to write it."""
+
+    stage: Literal["I", "II"] = "I"
+    steps: int = Field(30, ge=1)
+    seed: int = 0
+    out: Path = Path("runs/train")
+    save_every: int = Field(10, ge=1)
+    eval_samples: int = Field(8, ge=1, description="samples per eval prompt (pass@k, k <= n)")
+    threads_bind: str | None = Field(
+        "nobind", description="VLLM_CPU_OMP_THREADS_BIND for the in-process engine"
+    )
+
+
+class TrainConfig(_Section):
+    """The whole run: ``policy``, ``data``, ``sampler``, ``judge``, ``optim``, ``run``."""
+
+    preset: str | None = None
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.sampler.max_tokens >= self.sampler.max_model_len:
+            raise ValueError(
+                f"sampler.max_tokens ({self.sampler.max_tokens}) must leave room for the "
+                f"prompt within sampler.max_model_len ({self.sampler.max_model_len})"
+            )
+        return self
+
+    def override(self, changes: dict[str, Any]) -> TrainConfig:
+        """A validated copy with ``changes`` (``{"run": {"steps": 2}}``) merged in."""
+        return config_from_dict(_merge(self.model_dump(), changes), where="overrides")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "cpu-tiny": {
+        "data": {"train_size": 64, "eval_size": 16},
+        "sampler": {
+            "prompts_per_step": 4,
+            "rollouts_per_prompt": 4,
+            "max_tokens": 160,
+            "max_model_len": 1024,
+            "block_size": 32,
+        },
+        "judge": {"mode": "outcome", "concurrency": 16},
+        "optim": {"lr": 1e-5, "micro_batch": 4},
+        "run": {"steps": 30, "save_every": 10, "eval_samples": 4},
+    },
+    "gpu-paper": {
+        "policy": {"model": "Qwen/Qwen3-4B-Instruct-2507", "dtype": "bfloat16"},
+        "data": {"dataset": "math500", "train_size": 400, "eval_size": 100},
+        "sampler": {
+            "prompts_per_step": 36,
+            "rollouts_per_prompt": 16,
+            "max_tokens": 16384,
+            "max_model_len": 20480,
+            "gpu_memory_utilization": 0.35,
+        },
+        "judge": {"model": "Qwen/Qwen3-4B-Instruct-2507", "mode": "process-prefix"},
+        "optim": {"lr": 1e-6, "micro_batch": 1},
+        "run": {"steps": 200, "save_every": 20, "eval_samples": 16, "threads_bind": None},
+    },
+}
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_from_dict(raw: dict[str, Any], *, where: str = "config") -> TrainConfig:
+    """Validate a config mapping (after applying its ``preset``), or raise ConfigError."""
+    preset = raw.get("preset")
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"{where}: preset: unknown {preset!r}; known: {', '.join(PRESETS)}")
+        raw = _merge(PRESETS[preset], raw)
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as e:
+        lines = [
+            f"  {'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            for err in e.errors()
+        ]
+        raise ConfigError(f"{where}: invalid training config:\n" + "\n".join(lines)) from None
+
+
+def load_config(source: str | Path) -> TrainConfig:
+    """Load a TOML file, or a preset name (``cpu-tiny``, ``gpu-paper``)."""
+    if str(source) in PRESETS:
+        return config_from_dict({"preset": str(source)}, where=str(source))
+    path = Path(source)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read training config {path}: {e}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    return config_from_dict(raw, where=str(path))
