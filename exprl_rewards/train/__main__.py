@@ -16,6 +16,7 @@ CONFIG is a TOML file or a preset ({", ".join(PRESETS)}). Examples:
   python -m exprl_rewards.train cpu-tiny --out runs/stage1
   python -m exprl_rewards.train cpu-tiny --stage II --out runs/stage2 --init runs/stage1
   python -m exprl_rewards.train eval cpu-tiny --out runs/stage1
+  python -m exprl_rewards.train plot runs/stage1 runs/control -o runs/curves.png
 """
 
 
@@ -50,8 +51,30 @@ def configure(args: argparse.Namespace) -> TrainConfig:
     return config.override({"run": run, "optim": optim})
 
 
+def plot(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m exprl_rewards.train plot",
+        description="Draw the metrics of runs side by side (reward, KL, entropy, length).",
+    )
+    p.add_argument("runs", nargs="+", type=Path, help="run folders (with metrics.jsonl)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="the PNG to write")
+    p.add_argument("--labels", nargs="+", help="one label per run (default: folder names)")
+    args = p.parse_args(argv)
+    from .plot import plot_runs
+
+    try:
+        print(plot_runs(args.runs, args.out, args.labels))
+    except (ExpRLError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["plot"]:
+        return plot(argv[1:])
+    args = parse_args(argv)
     try:
         config = configure(args)
         from .run import Run  # imports torch, transformers and vLLM

