@@ -45,6 +45,10 @@ WITH_JUDGE = [
         ["judge_overhead.py", "--requests", "48", "--repeats", "2"],
     ),
     (
+        "The reference trainer: where a step's time goes, under each thread binding",
+        ["train_step.py"],
+    ),
+    (
         "verl's reward loop: micro-batched async compute_score vs the sync one",
         ["verl_reward_loop.py", "--questions", "8", "--repeats", "3"],
     ),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fault_server import FaultServer
 
 from exprl_rewards.audit import DATASETS, load_dataset
 from exprl_rewards.audit.run import AuditOptions, samples_of, split_of
@@ -196,3 +197,26 @@ def test_outcome_audit_and_its_calibrator_in_the_score_cli(
     else:
         expected = cal(np.array([row["raw"]]), low=1, high=5)[0]
         assert row["score"] == pytest.approx(expected)
+
+
+def test_a_judge_that_scores_nothing_still_gets_a_report(
+    tmp_path: Path, fault: FaultServer
+) -> None:
+    """Every answer unscored (no plot possible): the report says so instead of crashing."""
+    data = tmp_path / "d.jsonl"
+    rows = [
+        {"id": f"r{i}", "question": f"q{i % 4}", "reference": "r", "response": "x [[score none]]",
+         "ok": i % 2}
+        for i in range(8)
+    ]  # fmt: skip
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "audit"
+    code = main([
+        "--data", f"jsonl:{data}", "--label-field", "ok", "--out", str(out),
+        "--base-url", fault.url, "--model", "marks", "--top-logprobs", "0", "--no-cache",
+        "--bootstrap", "20", "--probes", "0",
+    ])  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["parse"]["unscored"] == report["parse"]["requests"] == 8
+    assert "scored no unit" in (out / "REPORT.md").read_text()

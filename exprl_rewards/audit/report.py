@@ -119,11 +119,13 @@ def _plots(
         import matplotlib.pyplot as plt
     except ImportError:
         return [], "not drawn: matplotlib is not installed (pip install 'exprl-rewards[plot]')"
+    raw = np.array([s.raw for s in samples], dtype=float)
+    if not np.isfinite(raw).any():
+        return [], "not drawn: the judge scored no unit (see the parse failures above)"
     folder = out / "plots"
     folder.mkdir(exist_ok=True)
     ev = np.array([s.split == "eval" for s in samples])
     y = np.array([s.label for s in samples])
-    raw = np.array([s.raw for s in samples])
     keep = ev & ~np.isnan(y)
     paths = []
 
@@ -146,7 +148,7 @@ def _plots(
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    bins = np.linspace(np.nanmin(raw) if np.isfinite(raw).any() else 0, np.nanmax(raw) + 1e-9, 21)
+    bins = np.linspace(np.nanmin(raw), np.nanmax(raw) + 1e-9, 21)
     for label, name in ((1.0, "right"), (0.0, "wrong")):
         m = ~np.isnan(raw) & (y == label)
         ax.hist(raw[m], bins=bins.tolist(), alpha=0.6, label=f"{name} ({m.sum()})")
