@@ -103,8 +103,11 @@ def test_stage_one_steps_and_a_resumed_run_equals_an_uninterrupted_one(tmp_path,
         assert second["kl"] > 0  # the update moved the policy away from the reference
 
     part = train(config, tmp_path / "part", "--steps", "1")
+    with (tmp_path / "part" / "metrics.jsonl").open("a") as f:  # a step logged, then a crash
+        f.write(json.dumps({"step": 2, "lost": True}) + "\n")
     resumed = train(config, tmp_path / "part", "--steps", "2", "--resume")
-    assert [r["step"] for r in resumed] == [1, 2]
+    assert [r["step"] for r in resumed] == [1, 2]  # the row past the checkpoint is gone
+    assert "lost" not in resumed[1]
     assert part[0]["reward_mean"] == first["reward_mean"]
     for key in ("reward_mean", "loss", "kl", "trained_tokens", "response_tokens_mean"):
         assert resumed[1][key] == pytest.approx(second[key], rel=1e-5, abs=1e-9), key

@@ -4,7 +4,8 @@
 step), ``checkpoint.pt`` (policy, optimiser, step: written every ``run.save_every``
 steps and at the end) and ``eval-*.json``. Every random choice is derived from
 ``(run.seed, step)`` (the prompts of a step, each rollout's sampling seed), so a run
-resumed from a checkpoint takes the same next step as one that was never interrupted.
+resumed from a checkpoint takes the same next step as one that was never interrupted;
+metrics rows of steps after the checkpoint (logged before a crash) are dropped first.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Run:
         self.step = 0
         if resume and self.checkpoint_path.exists():
             self._load(self.checkpoint_path)
+            self._drop_metrics_after(self.step)
         elif init is not None:  # Stage II from Stage I: the weights only, step 0
             source = init / "checkpoint.pt" if init.is_dir() else init
             self.policy.model.load_state_dict(torch.load(source, weights_only=False)["model"])
@@ -91,6 +93,18 @@ class Run:
             tmp,
         )  # fmt: skip
         os.replace(tmp, self.checkpoint_path)
+
+    def _drop_metrics_after(self, step: int) -> None:
+        """Forget metrics rows of steps the checkpoint does not hold (a crash after a save)."""
+        path = self.out / "metrics.jsonl"
+        if not path.exists():
+            return
+        rows = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        kept = [line for line in rows if json.loads(line)["step"] <= step]
+        if len(kept) < len(rows):
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            os.replace(tmp, path)
 
     def _load(self, path: Path) -> None:
         state = torch.load(path, weights_only=False)
