@@ -99,6 +99,9 @@ class JudgeConfig(_Section):
         "zero", description="a response cut at max_tokens: reward 0 (released), judged, or unscored"
     )
     top_logprobs: int = Field(20, ge=0, le=20)
+    cache: Path | None = Field(
+        None, description="a judge cache (SQLite): identical requests are judged once"
+    )
     concurrency: int = Field(16, ge=1)
     timeout: float = Field(120.0, gt=0)
 

@@ -65,7 +65,7 @@ def make_judge(config: TrainConfig, model_dir: str, stack: ExitStack) -> RewardP
         urls, model = [server.url], server.model
     judge = OpenAIJudge(
         model, base_url=urls, top_logprobs=j.top_logprobs or None, concurrency=j.concurrency,
-        timeout=j.timeout, constrain_scores=True,
+        timeout=j.timeout, constrain_scores=True, cache=j.cache,
     )  # fmt: skip
     options: dict[str, Any] = {"slicer": j.slicer, "truncated": j.truncated}
     if j.estimator is not None:

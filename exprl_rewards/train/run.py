@@ -65,7 +65,10 @@ class Run:
             self._drop_metrics_after(self.step)
         elif init is not None:  # Stage II from Stage I: the weights only, step 0
             source = init / "checkpoint.pt" if init.is_dir() else init
-            self.policy.model.load_state_dict(torch.load(source, weights_only=False)["model"])
+            weights = torch.load(source, weights_only=False)["model"]
+            self.policy.model.load_state_dict(weights)
+            if self.policy.reference is not None:  # the KL anchors to the run's start
+                self.policy.reference.load_state_dict(weights)
         self._stack = ExitStack()
         self.sampler = Sampler(self.model_dir, config.sampler, dtype=config.policy.dtype,
                                threads_bind=config.run.threads_bind)  # fmt: skip
