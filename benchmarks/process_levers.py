@@ -11,8 +11,10 @@ a time. Settings, from the state before issue 14 to now:
 - ``before``: block 128 (vLLM CPU's default), the score-only templates as they were
   (a reminder of about 25 tokens after the graded text);
 - ``block 32``: the same templates, a 32-token block;
-- ``block 32, short tail``: the shipped templates (the reminder cut to ``Score 1-5:``;
-  process-prefix keeps ``Step k of N.``; the fence tags stay);
+- ``block 32, short tail``: the reminder cut to ``Score 1-5:`` (process-prefix keeps
+  ``Step k of N.``; the fence tags stay). Measured and rejected: with constrained
+  decoding (as here) the scores held, but without it the 135M judge wrote no digit
+  after ``Score 1-5:`` on any of 104 units; the shipped templates keep the old reminders.
 
 (vLLM's CPU attention takes blocks in multiples of 32 only: 16 fails to start.)
 
@@ -39,11 +41,11 @@ from _common import Cost, judge_server, measure, spread
 from exprl_rewards import OpenAIJudge, RewardPipeline, Rollout
 from exprl_rewards.jsonl import read_rollouts
 from exprl_rewards.local_model import VLLMServer, default_model_dir
-from exprl_rewards.templates import JudgeTemplate, Mode, get_template, load_template
+from exprl_rewards.templates import JudgeTemplate, Mode, load_template
 
 MODES: tuple[Mode, ...] = ("outcome", "process-segment", "process-prefix")
 
-# The score-only templates before issue 14 (their reminders), for the "before" settings.
+# The score-only templates as shipped (their reminders), for the "before" and "block 32" settings.
 BEFORE: dict[Mode, str] = {
     "outcome": """{% extends "_base.jinja" %}
 {% block prefill %}Score: {% endblock %}
@@ -76,6 +78,39 @@ Your score for the progress so far, one digit from 1 to 5:{% endblock %}
 }
 
 
+# The short reminders measured for issue 14 and rejected: without constrained decoding the
+# 135M judge scored 0 of 104 units with them (it no longer wrote a digit after "Score 1-5:").
+SHORT: dict[Mode, str] = {
+    "outcome": """{% extends "_base.jinja" %}
+{% block prefill %}Score: {% endblock %}
+{% block system %}{% include "_outcome_system.jinja" %}
+
+Answer with the score only: a single digit from 1 to 5, nothing else.{% endblock %}
+{% block graded %}## Student's reasoning
+{{ fence(response, "REASONING") }}{% endblock %}
+{% block reminder %}Score 1-5:{% endblock %}
+""",
+    "process-segment": """{% extends "_base.jinja" %}
+{% block prefill %}Score: {% endblock %}
+{% block system %}{% include "_process_system.jinja" %}
+
+Answer with the score only: a single digit from 1 to 5, nothing else.{% endblock %}
+{% block graded %}## Step {{ step_index }} of {{ num_steps }}
+{{ fence(step, "STEP", key=response) }}{% endblock %}
+{% block reminder %}Score 1-5:{% endblock %}
+""",
+    "process-prefix": """{% extends "_base.jinja" %}
+{% block prefill %}Score: {% endblock %}
+{% block system %}{% include "_prefix_system.jinja" %}
+
+After the reasoning, a line says at which step of how many it stops. Answer with the score only: a single digit from 1 to 5, nothing else.{% endblock %}
+{% block graded %}## The student's reasoning so far
+{{ fence(previous ~ step, "REASONING", key=response) }}{% endblock %}
+{% block reminder %}Step {{ step_index }} of {{ num_steps }}. Score 1-5:{% endblock %}
+""",
+}
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -83,9 +118,9 @@ class Setting:
     short_tail: bool
 
     def template(self, mode: Mode) -> JudgeTemplate:
-        if self.short_tail:
-            return get_template(f"{mode}-score-only")
-        return load_template(BEFORE[mode], mode=mode, score_only=True)
+        return load_template(
+            (SHORT if self.short_tail else BEFORE)[mode], mode=mode, score_only=True
+        )
 
 
 SETTINGS = (
