@@ -19,7 +19,6 @@ trains no token.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -205,9 +204,3 @@ def batch_metrics(data: StepData) -> dict[str, Any]:
         "truncated_rate": float(np.mean([s.truncated for s in data.samples])),
         **data.metrics,
     }
-
-
-def timed(fn: Any, *args: Any) -> tuple[Any, float]:
-    start = time.perf_counter()
-    result = fn(*args)
-    return result, time.perf_counter() - start

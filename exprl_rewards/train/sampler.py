@@ -110,7 +110,6 @@ class Sampler:
         set_threads(threads)
         self._params = vllm.SamplingParams
         self._prompt = vllm.TokensPrompt
-        self.push_seconds = 0.0
 
     def sample(
         self,
@@ -155,6 +154,4 @@ class Sampler:
         )
         if not self.llm.reset_prefix_cache():
             raise ExpRLError("vLLM refused to reset its prefix cache after a weight push")
-        seconds = time.perf_counter() - start
-        self.push_seconds += seconds
-        return seconds
+        return time.perf_counter() - start
