@@ -27,8 +27,7 @@ rollouts_per_prompt = 3
 max_tokens = 40
 max_model_len = 512
 [judge]
-base_url = ["{url}"]
-model = "{model}"
+{judge}
 top_logprobs = 20
 cache = "{cache}"
 truncated = "judge"
@@ -37,16 +36,25 @@ micro_batch = 3
 [run]
 save_every = 1
 eval_samples = 2
-"""
+{run}"""
 
 
-def write_config(tmp_path: Path, server) -> Path:
-    path = tmp_path / "tiny.toml"
+def write_config(
+    tmp_path: Path, server, *, judge: str = "", run: str = "", name: str = "tiny"
+) -> Path:
+    """The tiny config judged by ``server`` (None: the trainer starts its own judge)."""
+    path = tmp_path / f"{name}.toml"
     # One judge cache for every run of a test: a request judged once is answered the same
     # way again (a server's batched logprobs vary in the last digits between runs).
     cache = tmp_path / "judge.sqlite"
-    path.write_text(TINY.format(url=server.url, model=server.model, cache=cache))
+    if server is not None:
+        judge = f'base_url = ["{server.url}"]\nmodel = "{server.model}"\n{judge}'
+    path.write_text(TINY.format(judge=judge, run=run, cache=cache))
     return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def train(config: Path, out: Path, *args: str) -> list[dict]:
@@ -54,7 +62,7 @@ def train(config: Path, out: Path, *args: str) -> list[dict]:
                "--no-progress", *args]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return read_jsonl(out / "metrics.jsonl")
 
 
 def test_weight_push_keeps_the_sampler_on_the_trainers_weights(tmp_path, judge_server):
@@ -109,9 +117,17 @@ def test_stage_one_steps_and_a_resumed_run_equals_an_uninterrupted_one(tmp_path,
     part = train(config, tmp_path / "part", "--steps", "1")
     with (tmp_path / "part" / "metrics.jsonl").open("a") as f:  # a step logged, then a crash
         f.write(json.dumps({"step": 2, "lost": True}) + "\n")
+    with (tmp_path / "part" / "samples.jsonl").open("a") as f:
+        f.write(json.dumps({"step": 2, "lost": True}) + "\n")
     resumed = train(config, tmp_path / "part", "--steps", "2", "--resume")
     assert [r["step"] for r in resumed] == [1, 2]  # the row past the checkpoint is gone
     assert "lost" not in resumed[1]
+    samples = read_jsonl(tmp_path / "part" / "samples.jsonl")
+    assert [r["step"] for r in samples] == [1, 1, 2, 2]  # log_samples = 2 a step
+    assert samples == read_jsonl(tmp_path / "whole" / "samples.jsonl")
+    for r in samples:  # the advantages' runs cover every token
+        assert sum(n for n, _ in r["advantages"]) == r["tokens"] > 0
+        assert r["response"]
     assert part[0]["reward_mean"] == first["reward_mean"]
     for key in ("reward_mean", "loss", "kl", "trained_tokens", "response_tokens_mean"):
         assert resumed[1][key] == pytest.approx(second[key], rel=1e-5, abs=1e-9), key
@@ -134,3 +150,31 @@ def test_stage_two_starts_from_stage_one_and_anchors_its_kl_there(tmp_path, judg
     assert "judge_prompt_tokens" not in two[0]  # Stage II checks answers, no judge
     solved = two[0]["reward_mean"] * 6  # 2 prompts x 3 rollouts, each 0 or 1
     assert abs(solved - round(solved)) < 1e-9
+
+
+def test_process_advantages_give_steps_of_one_response_different_credit(tmp_path, judge_server):
+    config = write_config(
+        tmp_path, judge_server, judge='mode = "process-prefix"', run="log_samples = 6"
+    )
+    (row,) = train(config, tmp_path / "process", "--steps", "1")
+    assert row["kl"] < 1e-9
+    assert math.isfinite(row["loss"])
+    samples = read_jsonl(tmp_path / "process" / "samples.jsonl")
+    assert len(samples) == 6
+    credits = [{v for _, v in r["advantages"] if v is not None} for r in samples]
+    assert any(len(c) > 1 for c in credits), samples  # per-step credit within a response
+
+
+def test_eval_starts_no_judge(tmp_path, judge_server):
+    path = write_config(tmp_path, None)  # no base_url: training would start a judge server
+    done = subprocess.run(
+        [sys.executable, "-m", "exprl_rewards.train", "eval", str(path), "--out",
+         str(tmp_path / "eval")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["step"] == 0
+    assert result["samples_per_task"] == 2
+    assert (tmp_path / "eval" / "eval-step0.json").exists()
+    assert not (tmp_path / "eval" / "judge-server.log").exists()

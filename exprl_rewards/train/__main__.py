@@ -80,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .run import Run  # imports torch, transformers and vLLM
 
         resume = args.resume or args.command == "eval"
-        with Run(config, resume=resume, init=args.init) as run:
+        judge = args.command != "eval"  # eval checks answers: no judge server
+        with Run(config, resume=resume, init=args.init, judge=judge) as run:
             if args.command == "eval":
                 print(json.dumps(run.evaluate(name=f"step{run.step}")))
                 return 0

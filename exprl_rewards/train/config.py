@@ -131,6 +131,9 @@ class RunConfig(_Section):
     out: Path = Path("runs/train")
     save_every: int = Field(10, ge=1)
     eval_samples: int = Field(8, ge=1, description="samples per eval prompt (pass@k, k <= n)")
+    log_samples: int = Field(
+        2, ge=0, description="rollouts a step writes to samples.jsonl (text, reward, advantages)"
+    )
     threads_bind: str | None = Field(
         "nobind", description="VLLM_CPU_OMP_THREADS_BIND for the in-process engine"
     )

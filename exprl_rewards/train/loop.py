@@ -48,6 +48,8 @@ class StepData:
     advantages: list[np.ndarray]  # per sample, one per token; NaN where masked
     rewards: list[float | None]
     metrics: dict[str, Any]
+    texts: list[str]  # per sample: the decoded response
+    task_ids: list[str]  # per sample: its task's id
 
 
 def make_judge(config: TrainConfig, model_dir: str, stack: ExitStack) -> RewardPipeline | None:
@@ -60,7 +62,10 @@ def make_judge(config: TrainConfig, model_dir: str, stack: ExitStack) -> RewardP
     else:
         from ..local_model import VLLMServer
 
-        server = stack.enter_context(VLLMServer(model_dir, extra_args=["--block-size", "32"]))
+        log = config.run.out / "judge-server.log"
+        server = stack.enter_context(
+            VLLMServer(model_dir, extra_args=["--block-size", "32"], log_path=log)
+        )
         urls, model = [server.url], server.model
     judge = OpenAIJudge(
         model, base_url=urls, top_logprobs=j.top_logprobs or None, concurrency=j.concurrency,
@@ -121,7 +126,8 @@ def reward_step(
             np.full(len(s.token_ids), a) for s, a in zip(samples, outcome.values, strict=True)
         ]
     return StepData([list(prompts[s.prompt_index]) for s in samples], list(samples),
-                    advantages, list(rewards), metrics)  # fmt: skip
+                    advantages, list(rewards), metrics, [text for text, _ in texts],
+                    [tasks[s.prompt_index].id for s in samples])  # fmt: skip
 
 
 def train_step(
@@ -204,3 +210,25 @@ def batch_metrics(data: StepData) -> dict[str, Any]:
         "truncated_rate": float(np.mean([s.truncated for s in data.samples])),
         **data.metrics,
     }
+
+
+def sample_rows(data: StepData, step: int, k: int) -> list[dict[str, Any]]:
+    """The first ``k`` rollouts of a step for ``samples.jsonl``: what the reward paid for.
+
+    ``advantages`` is run-length encoded, ``[[tokens, value], ...]`` (None: masked), so that
+    a process run shows its per-step credit.
+    """
+    rows = []
+    for i in range(min(k, len(data.samples))):
+        runs: list[list[Any]] = []
+        for a in data.advantages[i]:
+            value = None if np.isnan(a) else round(float(a), 4)
+            if runs and runs[-1][1] == value:
+                runs[-1][0] += 1
+            else:
+                runs.append([1, value])
+        s = data.samples[i]
+        rows.append({"step": step, "task": data.task_ids[i], "reward": data.rewards[i],
+                     "truncated": s.truncated, "tokens": len(s.token_ids),
+                     "response": data.texts[i], "advantages": runs})  # fmt: skip
+    return rows

@@ -23,7 +23,7 @@ import torch
 from ..local_model import default_model_dir
 from .answers import check_answer
 from .config import TrainConfig
-from .loop import StepData, batch_metrics, make_judge, reward_step, train_step
+from .loop import StepData, batch_metrics, make_judge, reward_step, sample_rows, train_step
 from .policy import Policy
 from .sampler import Sampler
 from .tasks import Task, load_tasks, pass_at_k, policy_prompt
@@ -38,7 +38,12 @@ class Run:
     """
 
     def __init__(
-        self, config: TrainConfig, *, resume: bool = False, init: Path | None = None
+        self,
+        config: TrainConfig,
+        *,
+        resume: bool = False,
+        init: Path | None = None,
+        judge: bool = True,
     ) -> None:
         from transformers import AutoTokenizer
 
@@ -62,7 +67,8 @@ class Run:
         self.step = 0
         if resume and self.checkpoint_path.exists():
             self._load(self.checkpoint_path)
-            self._drop_metrics_after(self.step)
+            for log in ("metrics.jsonl", "samples.jsonl"):
+                self._drop_rows_after(self.out / log, self.step)
         elif init is not None:  # Stage II from Stage I: the weights only, step 0
             source = init / "checkpoint.pt" if init.is_dir() else init
             weights = torch.load(source, weights_only=False)["model"]
@@ -74,7 +80,8 @@ class Run:
                                threads_bind=config.run.threads_bind)  # fmt: skip
         if self.step or init is not None:
             self.sampler.push(self.policy.state_dict())
-        self.pipeline = make_judge(config, self.model_dir, self._stack)
+        # ``judge=False`` (eval only) starts no judge server
+        self.pipeline = make_judge(config, self.model_dir, self._stack) if judge else None
         (self.out / "config.json").write_text(config.model_dump_json(indent=2) + "\n")
 
     def __enter__(self) -> Run:
@@ -97,9 +104,9 @@ class Run:
         )  # fmt: skip
         os.replace(tmp, self.checkpoint_path)
 
-    def _drop_metrics_after(self, step: int) -> None:
-        """Forget metrics rows of steps the checkpoint does not hold (a crash after a save)."""
-        path = self.out / "metrics.jsonl"
+    @staticmethod
+    def _drop_rows_after(path: Path, step: int) -> None:
+        """Forget a log's rows of steps the checkpoint does not hold (a crash after a save)."""
         if not path.exists():
             return
         rows = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -116,8 +123,8 @@ class Run:
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
 
-    def one_step(self) -> dict[str, Any]:
-        """Sample, reward, update and push once; return the step's metrics row."""
+    def one_step(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Sample, reward, update and push once; the step's metrics row and sample rows."""
         c = self.config
         start = time.perf_counter()
         rng = np.random.default_rng([c.run.seed, self.step])
@@ -141,7 +148,7 @@ class Run:
             time_sample=t1 - t0, time_judge=t2 - t1, time_train=t3 - t2, time_push=push,
             time_step=time.perf_counter() - start,
         )  # fmt: skip
-        return row
+        return row, sample_rows(data, self.step, c.run.log_samples)
 
     def train(self, steps: int | None = None, *, progress: bool = True) -> list[dict[str, Any]]:
         """Run up to ``steps`` more steps (default: to ``run.steps``); append metrics rows."""
@@ -150,10 +157,15 @@ class Run:
         target = self.config.run.steps if steps is None else self.step + steps
         rows = []
         bar = tqdm(total=target, initial=self.step, disable=not progress, desc="train", unit="step")
-        with (self.out / "metrics.jsonl").open("a", encoding="utf-8") as log:
+        with (
+            (self.out / "metrics.jsonl").open("a", encoding="utf-8") as log,
+            (self.out / "samples.jsonl").open("a", encoding="utf-8") as sample_log,
+        ):
             while self.step < target:
-                row = self.one_step()
+                row, samples = self.one_step()
                 rows.append(row)
+                sample_log.writelines(json.dumps(r) + "\n" for r in samples)
+                sample_log.flush()
                 log.write(json.dumps(row) + "\n")
                 log.flush()
                 bar.update(1)
