@@ -31,6 +31,7 @@ __all__ = [
     "cohen_kappa",
     "ece",
     "first_below",
+    "pass_at_k",
     "processbench",
     "rogan_gladen",
     "spearman",
@@ -242,3 +243,18 @@ def bootstrap(
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(samples, [tail, 100 - tail])
     return Estimate(value, float(low), float(high))
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from ``n`` samples with ``c`` correct: ``1 - C(n-c, k) / C(n, k)``.
+
+    (Chen et al. 2021, computed as a product to stay exact for large ``n``.)
+
+    >>> pass_at_k(4, 1, 2)
+    0.5
+    """
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
+    if n - c < k:
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))

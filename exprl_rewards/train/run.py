@@ -21,12 +21,13 @@ import numpy as np
 import torch
 
 from ..local_model import default_model_dir
+from ..metrics import pass_at_k
 from .answers import check_answer
 from .config import TrainConfig
 from .loop import StepData, batch_metrics, make_judge, reward_step, sample_rows, train_step
 from .policy import Policy
 from .sampler import Sampler
-from .tasks import Task, load_tasks, pass_at_k, policy_prompt
+from .tasks import Task, load_tasks, policy_prompt
 
 __all__ = ["Run"]
 

@@ -20,7 +20,7 @@ from ..errors import InputError
 from .answers import Dataset, gold_answer
 from .config import DataConfig
 
-__all__ = ["Task", "load_tasks", "pass_at_k", "policy_prompt"]
+__all__ = ["Task", "load_tasks", "policy_prompt"]
 
 FILES: dict[Dataset, tuple[str, str, str]] = {  # file, question field, reference field
     "gsm8k": ("references/gsm8k_test.jsonl", "question", "answer"),
@@ -78,12 +78,3 @@ def policy_prompt(tokenizer: Any, task: Task, instruction: str) -> list[int]:
     assert task.reference.strip() not in text, f"task {task.id}: the reference leaked into a prompt"
     ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
     return ids
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from ``n`` samples with ``c`` correct: ``1 - C(n-c, k) / C(n, k)``."""
-    if not 0 <= c <= n or not 1 <= k <= n:
-        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
-    if n - c < k:
-        return 1.0
-    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))

@@ -1,0 +1,159 @@
+"""The numpy testbed: its parts against plain computations, and its robust findings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from exprl_rewards.demo.race import QUICK, run
+from exprl_rewards.demo.report import interval
+from exprl_rewards.demo.rewards import METHODS, reward
+from exprl_rewards.demo.world import JudgeSim, Policy, World
+
+TINY = replace(QUICK, prompts=8, steps=12, stage_one=6, eval_samples=8)
+
+
+def sampled(seed: int = 0, prompts: int = 24, group: int = 8):
+    world = World(prompts, seed=seed)
+    policy = Policy(world, world.initial_logits())
+    return world, policy, policy.sample(group, np.random.default_rng(seed))
+
+
+def test_rollouts_follow_the_reference_rules():
+    world, _, r = sampled()
+    valid = np.arange(world.max_len) < r.length[..., None]
+    stops = (r.tokens == world.eos) & valid
+    assert (stops.sum(axis=-1) <= 1).all()  # at most one EOS, and it ends the rollout
+    assert ((r.length == world.max_len) | stops.any(axis=-1)).all()
+    for p, g in np.ndindex(r.length.shape):  # matched = tokens equal to the reference
+        toks, ref = r.tokens[p, g, : r.length[p, g]], world.reference[p, : r.length[p, g]]
+        first_miss = np.flatnonzero(toks != ref)
+        want = first_miss[0] if first_miss.size else len(toks)
+        assert r.matched[p, g] == min(want, world.lengths[p] + 1)
+
+
+def test_exact_solve_probability_matches_sampling():
+    world = World(6, seed=3, p0=(0.05, 0.5))
+    policy = Policy(world, world.initial_logits())
+    r = policy.sample(20_000, np.random.default_rng(1))
+    freq = (r.matched == world.lengths[:, None] + 1).mean(axis=1)
+    p = policy.solve_probability()
+    np.testing.assert_allclose(p, world.p0, rtol=1e-9)  # the base model solves with p0
+    assert (np.abs(freq - p) < 4 * np.sqrt(p * (1 - p) / 20_000) + 1e-4).all(), (freq, p)
+
+
+def test_update_is_the_exact_gradient_of_the_weighted_log_likelihood():
+    world, policy, r = sampled(prompts=3, group=4)
+    adv = np.random.default_rng(2).normal(size=r.tokens.shape)
+
+    def objective(theta: np.ndarray) -> float:
+        logp = np.log(Policy(world, theta).probs())
+        valid = np.arange(world.max_len) < r.length[..., None]
+        p, _, t = np.indices(r.tokens.shape)
+        terms = logp[p, t, r.on_path.astype(int), r.tokens] * adv
+        return float((terms * valid).sum() / r.tokens.shape[1])
+
+    theta = policy.theta.copy()
+    policy.apply(r, adv, lr=1.0)
+    step = policy.theta - theta
+    rng = np.random.default_rng(5)
+    for _ in range(5):  # directional derivatives by central differences
+        d = rng.normal(size=theta.shape)
+        fd = (objective(theta + 1e-6 * d) - objective(theta - 1e-6 * d)) / 2e-6
+        assert float((step * d).sum()) == pytest.approx(fd, rel=1e-5, abs=1e-7)
+
+
+def test_judge_scale_noise_free_order_and_the_quirk():
+    rng = np.random.default_rng(0)
+    q = np.linspace(0, 1, 101)
+    none = np.zeros_like(q, dtype=bool)
+    honest = JudgeSim(noise=0.0).score(q, np.zeros_like(q), none, rng)
+    assert set(np.unique(honest)) == {0.0, 0.25, 0.5, 0.75, 1.0}  # (N - 1) / 4, as released
+    assert (np.diff(honest) >= 0).all()
+    exploitable = JudgeSim(noise=0.0, exploitable=True)
+    assert (exploitable.score(q, np.zeros_like(q), ~none, rng) == 1.0).all()
+    harsh = JudgeSim(noise=0.0, gamma=3.0).score(q, np.zeros_like(q), none, rng)
+    assert (harsh <= honest).all()
+    assert (harsh < honest).any()
+
+
+def test_sparse_gives_no_signal_where_nothing_succeeds_and_dense_rewards_do():
+    world, _, r = sampled(prompts=24)
+    correct = (r.matched == world.lengths[:, None] + 1).any(axis=1)
+    stuck = np.flatnonzero(~correct)
+    assert stuck.size > 10  # the regime the paper is about: sparse rarely fires
+    valid = np.arange(world.max_len) < r.length[..., None]
+    judge, rng = JudgeSim(noise=0.0), np.random.default_rng(0)
+    sparse = reward("sparse", world, r, judge, rng).advantages
+    assert (sparse[stuck][valid[stuck]] == 0).all()
+    for method in METHODS[1:]:
+        adv = reward(method, world, r, judge, rng).advantages[stuck][valid[stuck]]
+        assert np.abs(np.nan_to_num(adv)).max() > 0, method
+
+
+def test_process_tokens_carry_their_steps_return_to_go():
+    world, _, r = sampled(prompts=4, group=4)
+    judge, rng = JudgeSim(noise=0.0), np.random.default_rng(0)
+    adv = reward("process-rtg", world, r, judge, rng, step_tokens=2).advantages
+    for p, g in np.ndindex(r.length.shape):
+        n = r.length[p, g]
+        ends = np.minimum(np.arange(2, n + 2, 2), n)
+        q = np.minimum(r.matched[p, g], ends) / (world.lengths[p] + 1)
+        s = (np.clip(np.rint(1 + 4 * q), 1, 5) - 1) / 4  # the noise-free judge, by hand
+        want = s[-1] - np.concatenate([[0.0], s[:-1]])  # A_k = s_K - s_{k-1}
+        np.testing.assert_allclose(adv[p, g, :n], np.repeat(want, 2)[:n])
+        assert np.isnan(adv[p, g, n:]).all()
+
+
+def test_runs_reproduce_from_their_seed_and_stage_two_is_sparse():
+    judge = JudgeSim()
+    a, b = run("outcome", judge, 1, TINY), run("outcome", judge, 1, TINY)
+    for name in a.curves:
+        np.testing.assert_array_equal(a.curves[name], b.curves[name])
+    assert a.final == b.final
+    c = run("outcome", judge, 2, TINY)
+    assert not np.array_equal(a.curves["reward"], c.curves["reward"])
+    sparse = run("sparse", judge, 1, TINY)
+    # Stage II rewards are 0/1 means over 8 prompts x 8 rollouts
+    tail = a.curves["reward"][TINY.stage_one :] * 64
+    np.testing.assert_allclose(tail, np.rint(tail))
+    assert sparse.curves["unlocked"][0] == a.curves["unlocked"][0]  # the same first sample
+
+
+def test_interval_is_a_student_t_interval():
+    mean, low, high = interval([0.2, 0.4, 0.3, 0.5])
+    sd = np.std([0.2, 0.4, 0.3, 0.5], ddof=1)
+    assert mean == pytest.approx(0.35)
+    assert high - mean == pytest.approx(3.182 * sd / 2, abs=1e-4)
+    assert low == pytest.approx(2 * mean - high, abs=1e-4)
+
+
+def test_quick_demo_runs_without_torch_and_shows_the_robust_findings(tmp_path):
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['demo', '--quick', '--seeds', '3', '--no-plot', '--no-progress',"
+        f" '--out', {str(tmp_path)!r}]\n"
+        "try:\n    runpy.run_module('exprl_rewards.demo', run_name='__main__')\n"
+        "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "print(sorted(m for m in ('torch', 'vllm', 'transformers') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"  # numpy only
+    assert "## Race" in (tmp_path / "findings.md").read_text()
+    got = json.loads((tmp_path / "results.json").read_text())
+    race = got["race"]
+    assert set(race) == set(METHODS)
+    # dense credit unlocks more prompts than sparse when sparse rarely fires
+    assert race["outcome"]["unlocked_stage1"][1] > race["sparse"]["unlocked_stage1"][2]
+    # an exploitable judge: more rollouts carry the quirk, the reward is higher, pass@1 lower
+    honest, hacked = race["outcome"], got["flaws"]["outcome, exploitable judge"]
+    assert hacked["quirk_stage1"][0] > 2 * honest["quirk_stage1"][0]
+    assert hacked["reward_stage1"][0] > honest["reward_stage1"][0]
+    assert hacked["pass1_stage1"][0] < honest["pass1_stage1"][0]
