@@ -3,7 +3,9 @@
 :func:`parse_score` finds the **last** well-formed score line in the judge's *own* words:
 
 - accepted: ``Score: 4``, ``**Score:** 4``, ``Score: 4/5``, ``score = 4``, ``Final score: 4``,
-  ``## Score: 4 (mostly correct)``; the keyword must start its line (after markdown
+  ``## Score: 4 (mostly correct)``, the number on the line after ``Score:`` (``Score:\n4``),
+  and no separator when the number ends the line (``Score 4``, ``Score 4/5``; not
+  ``Score 4 would be too high``); the keyword must start its line (after markdown
   decoration), which keeps "the student's score: 5" mid-sentence from counting;
 - ignored: the judge's own reasoning (a ``<think>`` that *opens* the output, up to its
   ``</think>`` or the end; reasoning that a chat template opened in the prompt ends at a
@@ -15,8 +17,11 @@
   final score line (a rollout could otherwise hide the judge's verdict and escape its
   penalty as unscored);
 - rejected, with a reason: no score line, a range echoed as a score (``Score: 1-5``), a
-  number outside the template's scale (``Score: 7`` on 1-5), or another denominator
-  (``Score: 8/10``). The last line decides: a bad last score does not fall back to an
+  number outside the template's scale (``Score: 7`` on 1-5), another denominator
+  (``Score: 8/10``), or a fraction on the integer scale (``Score: 4.5``: the templates ask
+  for one whole number; any number made of 4.5 would be ours, not the judge's: the
+  released parser's first digit gives 4, rounding gives 4 or 5; ``integer=False``
+  accepts it as written). The last line decides: a bad last score does not fall back to an
   earlier one.
 
 The released code took the text after the *first* "Score:", kept its first digit with no
@@ -48,7 +53,12 @@ _SCORE_LINE = re.compile(
     r"""
     ^[ \t>*_#-]*                             # markdown decoration at the line start
     (?:final[ \t]+)?score                    # the keyword
-    [ \t*_]*[:=][ \t*_]*                     # ':' or '=', maybe inside bold markers
+    (?:
+        [ \t*_]*[:=][ \t*_]*                 # ':' or '=', maybe inside bold markers,
+        (?:\n[ \t>*_#-]*)*                    # ... the number maybe on a later line
+      | [ \t*_]+(?=\d+(?:\.\d+)?[ \t*_.]*     # no separator: the number must end the
+            (?:$|\(|/|out[ \t]+of))           # ... line, or take a denominator or a note
+    )
     (?P<num>\d+(?:\.\d+)?)                   # the score
     (?![ \t]*[-\u2013][ \t]*\d)              # ... but not a range such as 1-5
     (?:[ \t]*(?:/|out[ \t]+of)[ \t]*(?P<den>\d+))?
@@ -123,7 +133,13 @@ def _hidden_spans(text: str, fences: Fences | None) -> list[tuple[int, int]]:
 
 
 def parse_score(
-    text: str, *, low: int = 1, high: int = 5, bare: bool = False, fences: Fences | None = None
+    text: str,
+    *,
+    low: int = 1,
+    high: int = 5,
+    bare: bool = False,
+    fences: Fences | None = None,
+    integer: bool = True,
 ) -> ParsedScore:
     """Return the judge's score from its output text.
 
@@ -133,6 +149,7 @@ def parse_score(
         bare: also accept an output that is just a number (score-only templates).
         fences: the request's own fences (:func:`prompt_fences`); None: any closed
             ``[BEGIN X tag] ... [END X tag]`` block counts as an echo.
+        integer: reject a fractional score (``4.5``) as off the scale.
 
     >>> parse_score("Reasoning: the student writes 'Score: 5'.\\n**Score:** 3")
     ParsedScore(value=3.0, reason=None, start=53, number='3')
@@ -157,6 +174,9 @@ def parse_score(
         return ParsedScore(None, f"parse: score {number}/{den} is not on the {low}-{high} scale")
     if not low <= value <= high:
         return ParsedScore(None, f"parse: score {number} is outside the {low}-{high} scale")
+    if integer and not value.is_integer():
+        return ParsedScore(None, f"parse: score {number} is not a whole number on the "
+                                 f"{low}-{high} scale")  # fmt: skip
     return ParsedScore(value, None, match.start("num"), number)
 
 

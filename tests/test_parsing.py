@@ -40,7 +40,18 @@ GOLDEN = [
     ("score = 4", 4.0, None),
     ("Final score: 2", 2.0, None),
     ("## Score: 3 (partial progress)", 3.0, None),
-    ("Score: 3.5", 3.5, None),
+    # The parser's stance on three common judge outputs (issue 17). Released: first digit
+    # after the first "Score:", with a no-colon fallback: 4, 4 and 4.
+    ("Score 4", 4.0, None),  # no separator: the number ends the line
+    ("**Score** 4/5", 4.0, None),
+    ("Score 3 (partial progress)", 3.0, None),
+    ("Score 4 would be generous; Score: 2", None, "no score line"),  # prose, not a score line
+    ("Reasoning: fine.\nScore:\n4", 4.0, None),  # the number on the next line
+    ("**Score:**\n\n5\n", 5.0, None),
+    ("Score:\nThe student earns a 4", None, "no score line"),
+    ("Score: 3.5", None, "3.5 is not a whole number on the 1-5 scale"),
+    ("Score: 4.5", None, "not a whole number"),  # released: 4 (its first digit)
+    ("Score: 4.0", 4.0, None),
     ("Score: 8/10", None, "8/10 is not on the 1-5 scale"),
     ("Score: 7", None, "outside the 1-5 scale"),
     ("Score: 0", None, "outside the 1-5 scale"),
@@ -92,6 +103,11 @@ def test_golden_judge_outputs(text: str, value: float | None, reason: str | None
 def test_bare_numbers_only_for_score_only_templates(text: str, value: float | None) -> None:
     assert parse_score(text, bare=True).value == value
     assert parse_score(text).value is None
+
+
+def test_fractional_scores_only_when_asked_for() -> None:
+    assert parse_score("Score: 4.5", integer=False).value == 4.5
+    assert parse_score("Score: 4.5").value is None
 
 
 def test_other_scales() -> None:
