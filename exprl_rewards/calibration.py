@@ -8,10 +8,13 @@ pipeline applies one to every score before computing advantages.
 - :class:`PlattCalibrator`: ``sigmoid(a * x + b)`` of that linear value ``x`` (Platt, 1999);
 - :class:`IsotonicCalibrator`: a non-decreasing curve through fitted knots (PAV);
 - :class:`TemperatureCalibrator`: the expected linear value under the score-token
-  distribution sharpened or flattened by ``1 / t`` (needs logprobs).
+  distribution sharpened or flattened by ``1 / t`` (needs logprobs);
+- :class:`NormStrategyCalibrator`: the released code's ``norm_strategy`` options
+  (``smooth``, ``extreme_only``, ``extreme_only_clipped``, ``semi_smooth``).
 
 The fitted ones turn a judge's score into a probability that the rollout (outcome) or
-the step (process) is right. Fit them with :func:`fit_calibrator` on labelled data
+the step (process) is right. Fit them with :func:`~exprl_rewards.fitting.fit_calibrator`
+on labelled data
 (``python -m exprl_rewards.audit`` does, on one split, and reports on another), save
 them as a small JSON file that records what they were fitted on, and load them with
 :func:`load_calibrator` (``python -m exprl_rewards.score --calibration FILE``).
@@ -33,23 +36,25 @@ from .errors import ConfigError, InputError
 
 __all__ = [
     "CALIBRATORS",
+    "NORM_STRATEGIES",
     "Calibrator",
     "IsotonicCalibrator",
     "LinearCalibrator",
+    "NormStrategyCalibrator",
     "PlattCalibrator",
     "SavedCalibrator",
     "TemperatureCalibrator",
-    "fit_calibrator",
-    "fit_isotonic",
-    "fit_platt",
-    "fit_temperature",
     "load_calibrator",
     "probs_matrix",
 ]
 
 FloatArray = npt.NDArray[np.float64]
-Kind = Literal["linear", "platt", "isotonic", "temperature"]
-CALIBRATORS: tuple[Kind, ...] = ("linear", "platt", "isotonic", "temperature")
+Kind = Literal["linear", "platt", "isotonic", "temperature", "norm_strategy"]
+NormStrategy = Literal["smooth", "extreme_only", "extreme_only_clipped", "semi_smooth"]
+CALIBRATORS: tuple[Kind, ...] = ("linear", "platt", "isotonic", "temperature")  # fitted
+NORM_STRATEGIES: tuple[NormStrategy, ...] = (
+    "smooth", "extreme_only", "extreme_only_clipped", "semi_smooth"
+)  # fmt: skip
 FORMAT_VERSION = 1
 
 
@@ -234,143 +239,66 @@ class TemperatureCalibrator(SavedCalibrator):
         return out
 
 
+# The released ``_score_normalization``: score N (1-5) -> reward; NaN: unscored.
+_STRATEGY_TABLE: dict[NormStrategy, tuple[float, ...]] = {
+    "smooth": (0.0, 0.25, 0.5, 0.75, 1.0),
+    "extreme_only": (0.0, math.nan, math.nan, math.nan, 1.0),
+    "extreme_only_clipped": (0.0, 0.0, 0.0, 1.0, 1.0),
+    "semi_smooth": (0.0, math.nan, math.nan, 0.8, 1.0),
+}
+
+
+@dataclass(frozen=True)
+class NormStrategyCalibrator(SavedCalibrator):
+    """The released code's ``norm_strategy``, on the 1-5 scale.
+
+    ``smooth`` is (N - 1) / 4 (what the shipped scripts use; fractional scores welcome).
+    The others are defined on the integer the judge wrote, so a fractional score (a
+    logprob-weighted one) is unscored rather than rounded; use them with parsed scores
+    (``top_logprobs=None``), as released:
+
+    - ``extreme_only`` (the code's default): 1 -> 0, 5 -> 1, anything else unscored;
+    - ``extreme_only_clipped``: N <= 3 -> 0, else 1;
+    - ``semi_smooth``: 1 -> 0, 4 -> 0.8, 5 -> 1, anything else unscored.
+
+    >>> c = NormStrategyCalibrator("semi_smooth")
+    >>> c(np.array([1.0, 2.0, 4.0, 5.0, 4.5]), low=1, high=5).tolist()
+    [0.0, nan, 0.8, 1.0, nan]
+    """
+
+    strategy: NormStrategy = "smooth"
+
+    def __post_init__(self) -> None:
+        if self.strategy not in _STRATEGY_TABLE:
+            raise ConfigError(
+                f"unknown norm_strategy {self.strategy!r}; known: {', '.join(NORM_STRATEGIES)}"
+            )
+
+    def params(self) -> dict[str, Any]:
+        return {"strategy": self.strategy}
+
+    def __call__(
+        self, scores: FloatArray, *, low: int, high: int, probs: FloatArray | None = None
+    ) -> FloatArray:
+        if (low, high) != (1, 5):
+            raise ConfigError(f"norm_strategy is defined on the 1-5 scale, got {low}-{high}")
+        if self.strategy == "smooth":
+            return _linear(scores, low, high)
+        x = np.asarray(scores, dtype=np.float64)
+        whole = np.isfinite(x) & (x == np.round(x)) & (x >= 1) & (x <= 5)
+        table = np.array(_STRATEGY_TABLE[self.strategy])
+        out: FloatArray = np.full(x.shape, np.nan)
+        out[whole] = table[x[whole].astype(np.int64) - 1]
+        return out
+
+
 _KIND_OF: dict[type, Kind] = {
+    NormStrategyCalibrator: "norm_strategy",
     LinearCalibrator: "linear",
     PlattCalibrator: "platt",
     IsotonicCalibrator: "isotonic",
     TemperatureCalibrator: "temperature",
 }
-
-
-def _labelled(x: FloatArray, y: Any) -> tuple[FloatArray, FloatArray]:
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    if x.shape != y.shape or x.ndim != 1:
-        raise ConfigError(f"scores and labels must be 1-D and the same length: {x.shape} {y.shape}")
-    keep = ~np.isnan(x) & ~np.isnan(y)
-    if not keep.any():
-        raise ConfigError("no scored, labelled sample to fit on")
-    if not np.isin(y[keep], (0.0, 1.0)).all():
-        raise ConfigError("labels must be 0 or 1")
-    return x[keep], y[keep]
-
-
-def fit_platt(x: FloatArray, y: Any, *, iterations: int = 100) -> tuple[float, float]:
-    """Fit ``sigmoid(a * x + b)`` to 0/1 labels by Newton's method on the log loss.
-
-    Uses Platt's smoothed targets, ``(n+ + 1) / (n+ + 2)`` and ``1 / (n- + 2)``, so a
-    separable sample gives finite parameters. NaN scores or labels are ignored.
-    """
-    x, y = _labelled(x, y)
-    pos = y.sum()
-    neg = y.size - pos
-    target = np.where(y == 1, (pos + 1) / (pos + 2), 1 / (neg + 2))
-    a, b = 0.0, math.log((pos + 1) / (neg + 1))
-    for _ in range(iterations):
-        p = _sigmoid(a * x + b)
-        w = np.maximum(p * (1 - p), 1e-12)
-        g = np.array([np.sum((p - target) * x), np.sum(p - target)])
-        h = np.array([[np.sum(w * x * x), np.sum(w * x)], [np.sum(w * x), np.sum(w)]])
-        step = np.linalg.solve(h + 1e-9 * np.eye(2), g)
-        a, b = a - float(step[0]), b - float(step[1])
-        if np.max(np.abs(step)) < 1e-10:
-            break
-    return a, b
-
-
-def fit_isotonic(x: FloatArray, y: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The non-decreasing fit of ``y`` on ``x`` with least squared error (PAV).
-
-    Equal ``x`` values are pooled first (a step function cannot give them different
-    values). Returns the knots: each distinct ``x`` and its fitted value.
-    """
-    x, y = _labelled(x, y)
-    xs, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=y)
-    # Blocks of pooled levels: each holds (sum, weight, number of distinct x).
-    block_sum: list[float] = []
-    block_w: list[float] = []
-    block_n: list[int] = []
-    for s, w in zip(sums.tolist(), counts.tolist(), strict=True):
-        block_sum.append(s)
-        block_w.append(float(w))
-        block_n.append(1)
-        while len(block_sum) > 1 and block_sum[-2] / block_w[-2] > block_sum[-1] / block_w[-1]:
-            s2, w2, n2 = block_sum.pop(), block_w.pop(), block_n.pop()
-            block_sum[-1] += s2
-            block_w[-1] += w2
-            block_n[-1] += n2
-    ys = np.repeat([s / w for s, w in zip(block_sum, block_w, strict=True)], block_n)
-    return tuple(xs.tolist()), tuple(ys.tolist())
-
-
-def fit_temperature(
-    probs: FloatArray, y: Any, *, bounds: tuple[float, float] = (0.05, 20.0)
-) -> float:
-    """The temperature minimising the log loss of the tempered expected score.
-
-    ``probs`` is ``(n, levels)``; rows with NaN or no mass, and NaN labels, are ignored.
-    A golden-section search over log ``t`` within ``bounds``.
-    """
-    probs = np.asarray(probs, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    keep = ~np.isnan(probs).any(axis=1) & (probs.sum(axis=1) > 0) & ~np.isnan(y)
-    if not keep.any():
-        raise ConfigError("temperature scaling needs score-token logprobs; none were given")
-    probs, y = probs[keep], y[keep]
-
-    def loss(log_t: float) -> float:
-        p = np.clip(_tempered(probs, math.exp(log_t)), 1e-6, 1 - 1e-6)
-        return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
-
-    lo, hi = math.log(bounds[0]), math.log(bounds[1])
-    ratio = (math.sqrt(5) - 1) / 2
-    c, d = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-    for _ in range(80):
-        if loss(c) < loss(d):
-            hi, d = d, c
-            c = hi - ratio * (hi - lo)
-        else:
-            lo, c = c, d
-            d = lo + ratio * (hi - lo)
-    return math.exp((lo + hi) / 2)
-
-
-def fit_calibrator(
-    kind: Kind,
-    scores: FloatArray,
-    labels: Any,
-    *,
-    low: int,
-    high: int,
-    probs: FloatArray | None = None,
-    meta: Mapping[str, Any] | None = None,
-) -> SavedCalibrator:
-    """Fit a calibrator of ``kind`` to raw ``scores`` and 0/1 ``labels``.
-
-    Args:
-        kind: ``"linear"`` (nothing to fit), ``"platt"``, ``"isotonic"`` or
-            ``"temperature"`` (needs ``probs``).
-        scores: raw scores on the ``low``-``high`` scale; NaN (unscored) are ignored.
-        labels: 1 where the rollout or step is right, else 0.
-        probs: ``(n, high - low + 1)`` score-token probabilities, for temperature.
-        meta: what it was fitted on (data, split, judge...), saved with it.
-    """
-    info = dict(meta or {})
-    x = _linear(np.asarray(scores, dtype=np.float64), low, high)
-    if kind == "linear":
-        return LinearCalibrator(meta=info)
-    if kind == "platt":
-        a, b = fit_platt(x, labels)
-        return PlattCalibrator(a=a, b=b, meta=info)
-    if kind == "isotonic":
-        xs, ys = fit_isotonic(x, labels)
-        return IsotonicCalibrator(x=xs, y=ys, meta=info)
-    if kind == "temperature":
-        if probs is None:
-            raise ConfigError("temperature scaling needs score-token logprobs (probs)")
-        return TemperatureCalibrator(t=fit_temperature(probs, labels), meta=info)
-    raise ConfigError(f"unknown calibrator {kind!r}; expected one of {', '.join(CALIBRATORS)}")
 
 
 def load_calibrator(path: str | Path) -> SavedCalibrator:
@@ -398,6 +326,8 @@ def load_calibrator(path: str | Path) -> SavedCalibrator:
             )
         if kind == "temperature":
             return TemperatureCalibrator(t=float(data["t"]), meta=meta)
+        if kind == "norm_strategy":
+            return NormStrategyCalibrator(data["strategy"], meta=meta)
     except KeyError as e:
         raise InputError(f"{path}: field {e.args[0]!r} is missing for a {kind} calibrator") from e
     except (TypeError, ValueError, ConfigError) as e:

@@ -40,12 +40,13 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from .advantages import outcome_advantages, process_advantages
 from .alignment import segment_token_ranges
+from .batch_stats import training_metrics
 from .calibration import Calibrator, LinearCalibrator, probs_matrix
 from .errors import ConfigError, InputError
 from .judges.base import DEFAULT_MIN_MASS, Judge, Judgement, JudgeRequest, run_sync
@@ -56,7 +57,13 @@ from .templates import JudgeTemplate, Mode, Order, get_template
 __all__ = ["BatchResult", "RewardPipeline", "RolloutResult", "SegmentResult"]
 
 Truncated = Literal["zero", "judge", "unscored"]
-Reduce = Literal["last", "mean", "min"]
+Reduce = Literal["last", "mean", "min", "sum"]
+
+
+def _calibration_reason(calibrator: Calibrator, raw: float | None) -> str:
+    """Why a score the judge gave has no reward: the calibrator left it out."""
+    name = getattr(calibrator, "strategy", None) or type(calibrator).__name__
+    return f"calibration: {name} gives {'no score' if raw is None else f'score {raw:g}'} no reward"
 
 
 @dataclass(frozen=True)
@@ -118,7 +125,8 @@ class BatchResult:
         return Counter(r.reason for r in self.results if r.reason is not None)
 
     def summary(self) -> dict[str, Any]:
-        """Totals: rollouts, scored, unscored by reason, mean score, judge usage, time."""
+        """Totals (rollouts, scored, unscored by reason, mean score, judge usage, time) and
+        the released trainer's metrics (:func:`~exprl_rewards.batch_stats.training_metrics`)."""
         judgements = [j for r in self.results for j in r.judgements]
         scores = [r.score for r in self.results if r.score is not None]
         return {
@@ -133,6 +141,7 @@ class BatchResult:
             "prompt_tokens": sum(j.prompt_tokens or 0 for j in judgements if not j.cached),
             "completion_tokens": sum(j.completion_tokens or 0 for j in judgements if not j.cached),
             "wall_s": round(self.wall_s, 3),
+            **training_metrics(self.results),
         }
 
 
@@ -152,7 +161,8 @@ class RewardPipeline:
             ``gamma``, ``normalize``...).
         reduce: how a process rollout's segment scores become its score: ``"last"``
             (default for prefix mode: the score of the whole rollout), ``"mean"``
-            (default for segment mode) or ``"min"``.
+            (default for segment mode), ``"min"``, or ``"sum"`` (the released
+            ``is_process_sum``: in [0, K], not [0, 1]).
         truncated: a rollout cut at the policy's length limit: ``"zero"`` (released:
             reward 0, no judge call), ``"judge"`` (grade it like any other) or
             ``"unscored"``.
@@ -194,8 +204,10 @@ class RewardPipeline:
         self.outcome_estimator, self.process_estimator = outcome_estimator, process_estimator
         self.estimator_options = dict(estimator_options or {})
         self.reduce: Reduce = reduce or ("last" if mode == "process-prefix" else "mean")
-        if self.reduce not in ("last", "mean", "min"):
-            raise ConfigError(f"reduce must be 'last', 'mean' or 'min', got {self.reduce!r}")
+        if self.reduce not in get_args(Reduce):
+            raise ConfigError(
+                f"reduce must be one of {', '.join(get_args(Reduce))}, got {self.reduce!r}"
+            )
         if truncated not in ("zero", "judge", "unscored"):
             raise ConfigError(f"truncated must be 'zero', 'judge' or 'unscored', got {truncated!r}")
         self.truncated, self.order, self.prefill = truncated, order, prefill
@@ -294,7 +306,12 @@ class RewardPipeline:
                 seg_reasons.append([skip] * k)
             else:
                 rows.append(calibrated[first : first + k].tolist())
-                seg_reasons.append([j.reason for j in judgements[first : first + k]])
+                seg_reasons.append([
+                    j.reason or (_calibration_reason(self.calibrator, j.score)
+                                 if np.isnan(c) else None)
+                    for j, c in zip(judgements[first : first + k], calibrated[first : first + k],
+                                    strict=True)
+                ])  # fmt: skip
         group_ids = [r.group_id for r in rollouts]
         if self.mode == "outcome":
             flat = [row[0] if row else np.nan for row in rows]
@@ -362,9 +379,8 @@ class RewardPipeline:
         score = None
         if reason is None:
             values = [s.score for s in seg_results if s.score is not None]
-            score = {"last": values[-1], "mean": float(np.mean(values)), "min": min(values)}[
-                self.reduce
-            ]
+            score = {"last": values[-1], "mean": float(np.mean(values)), "min": min(values),
+                     "sum": float(np.sum(values))}[self.reduce]  # fmt: skip
         advantage = seg_results[0].advantage if self.mode == "outcome" and seg_results else None
         return RolloutResult(
             id=rollout.id,

@@ -17,13 +17,10 @@ from exprl_rewards.calibration import (
     LinearCalibrator,
     PlattCalibrator,
     TemperatureCalibrator,
-    fit_calibrator,
-    fit_isotonic,
-    fit_platt,
-    fit_temperature,
     load_calibrator,
 )
 from exprl_rewards.errors import ConfigError, InputError
+from exprl_rewards.fitting import fit_calibrator, fit_isotonic, fit_platt, fit_temperature
 from exprl_rewards.metrics import ece
 
 
@@ -173,3 +170,36 @@ def test_linear_and_platt_values() -> None:
     assert LinearCalibrator()(np.array([2.0]), low=1, high=5).tolist() == [0.25]
     out = PlattCalibrator(a=0.0, b=0.0)(np.array([1.0, 5.0]), low=1, high=5)
     assert out.tolist() == [0.5, 0.5]
+
+
+# The released _score_normalization, written out (METHOD.md): N -> reward, None: unscored.
+RELEASED_NORM = {
+    "smooth": lambda n: (n - 1) / 4,
+    "extreme_only": lambda n: {1: 0.0, 5: 1.0}.get(n),
+    "extreme_only_clipped": lambda n: 0.0 if n <= 3 else 1.0,
+    "semi_smooth": lambda n: {1: 0.0, 4: 0.8, 5: 1.0}.get(n),
+}
+
+
+@pytest.mark.parametrize("strategy", sorted(RELEASED_NORM))
+def test_norm_strategies_match_the_released_table(strategy: str, tmp_path) -> None:
+    from exprl_rewards.calibration import NormStrategyCalibrator
+
+    c = NormStrategyCalibrator(strategy)  # type: ignore[arg-type]
+    got = c(np.array([1.0, 2.0, 3.0, 4.0, 5.0, np.nan]), low=1, high=5)
+    want = [RELEASED_NORM[strategy](n) for n in (1, 2, 3, 4, 5)]
+    assert [None if math.isnan(x) else x for x in got[:5]] == want
+    assert math.isnan(got[5])
+    fractional = c(np.array([4.25]), low=1, high=5)[0]
+    assert (fractional == 0.8125) if strategy == "smooth" else math.isnan(fractional)
+    c.save(tmp_path / "c.json")
+    assert load_calibrator(tmp_path / "c.json") == c
+
+
+def test_norm_strategy_errors() -> None:
+    from exprl_rewards.calibration import NormStrategyCalibrator
+
+    with pytest.raises(ConfigError, match="unknown norm_strategy 'extreme'; known: smooth"):
+        NormStrategyCalibrator("extreme")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="1-5 scale"):
+        NormStrategyCalibrator("semi_smooth")(np.array([3.0]), low=0, high=10)

@@ -133,3 +133,43 @@ def test_default_settings_are_the_released_ones(judge: OpenAIJudge) -> None:
     assert p.slicer.split("a ### b") == p.slicer.split("a ### b")  # the exprl preset
     assert [s.text for s in p.slicer.split("a ### b")] == ["a ###", " b"]
     assert np.isclose(p.calibrator(np.array([3.0]), low=1, high=5)[0], 0.5)
+
+
+def test_released_norm_strategies_and_process_sum(judge: OpenAIJudge) -> None:
+    from exprl_rewards.calibration import NormStrategyCalibrator
+
+    batch = [rollout("a", "g", ["1", "3", "5"]), rollout("b", "g", ["5", "4"])]
+    pipe = RewardPipeline(judge, mode="process-segment", slicer="newline", reduce="sum",
+                          calibrator=NormStrategyCalibrator("extreme_only"))  # fmt: skip
+    a, b = pipe.score_sync(batch).results
+    assert [s.score for s in a.segments] == [0.0, None, 1.0]
+    # a score the judge gave but the strategy leaves out is unscored, with the reason
+    assert a.reason == "segment 1: calibration: extreme_only gives score 3 no reward"
+    assert a.segments[1].raw == 3.0
+    assert b.reason == "segment 1: calibration: extreme_only gives score 4 no reward"
+    semi = RewardPipeline(judge, mode="process-segment", slicer="newline", reduce="sum",
+                          calibrator=NormStrategyCalibrator("semi_smooth"))  # fmt: skip
+    (b,) = semi.score_sync([batch[1]]).results
+    assert b.score == pytest.approx(1.8)  # is_process_sum: 1.0 + 0.8
+
+
+def test_summary_has_the_released_trainers_metrics(judge: OpenAIJudge) -> None:
+    batch = [
+        rollout("a", "all-one", ["5"]), rollout("b", "all-one", ["5"]),
+        rollout("c", "all-zero", ["1"]), rollout("d", "all-zero", ["1"]),
+        rollout("e", "mixed", ["1"]), rollout("f", "mixed", ["3"]),
+        rollout("g", "none", ["none"]),
+    ]  # fmt: skip
+    s = RewardPipeline(judge, mode="outcome").score_sync(batch).summary()
+    assert s["raw_score_counts"] == {"1": 3, "3": 1, "5": 2}
+    assert (s["groups_all_zero"], s["groups_all_one"], s["groups_mixed"]) == (1 / 3,) * 3
+    assert s["groups_unscored"] == 0.25
+    scores = [1.0, 1.0, 0.0, 0.0, 0.0, 0.5]
+    assert s["last_step_mean"] == pytest.approx(np.mean(scores))
+    assert s["last_step_std"] == pytest.approx(np.std(scores))
+    process = [rollout("a", "g", ["1", "3", "5"]), rollout("b", "g", ["5", "4"])]
+    p = RewardPipeline(judge, mode="process-segment", slicer="newline").score_sync(process)
+    summary = p.summary()
+    assert summary["step_score_mean"] == pytest.approx([0.5, 0.625, 1.0])
+    assert summary["steps_per_response"] == {"mean": 2.5, "min": 2, "max": 3}
+    assert summary["last_step_mean"] == pytest.approx(np.mean([1.0, 0.75]))

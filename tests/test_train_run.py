@@ -111,6 +111,8 @@ def test_stage_one_steps_and_a_resumed_run_equals_an_uninterrupted_one(tmp_path,
         assert row["logprob_gap_max"] < 1e-3, row
         assert row["trained_rollouts"] + row["unscored_rate"] * 6 <= 6
         assert {"time_sample", "time_judge", "time_train", "time_push"} <= set(row)
+        groups = [row[k] for k in ("groups_all_zero", "groups_all_one", "groups_mixed")]
+        assert sum(groups) == pytest.approx(1.0)  # the released trainer's group shares
     assert first["adv_abs_mean"] > 0  # logprob-weighted scores differ within a group
     assert second["kl"] > 0  # the update moved the policy away from the reference
 

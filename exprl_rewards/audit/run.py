@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from .. import metrics
-from ..calibration import Kind, LinearCalibrator, SavedCalibrator, fit_calibrator, probs_matrix
+from ..calibration import Kind, LinearCalibrator, SavedCalibrator, probs_matrix
 from ..errors import ConfigError
+from ..fitting import fit_calibrator
 from ..pipeline import RewardPipeline, RolloutResult
 from .datasets import Labelled
 

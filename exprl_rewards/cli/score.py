@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..calibration import load_calibrator
+from ..calibration import NORM_STRATEGIES, NormStrategyCalibrator, load_calibrator
 from ..errors import ExpRLError
 from ..jsonl import FieldMap, RowError, SourceRow, read_rollouts
 from ..judges.cache import JudgeCache
@@ -88,8 +88,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--calibration",
-        metavar="FILE",
-        help="a calibrator saved by python -m exprl_rewards.audit (default: (N - 1) / 4)",
+        metavar="FILE|STRATEGY",
+        help="a calibrator saved by python -m exprl_rewards.audit, or a released norm_strategy: "
+        + ", ".join(NORM_STRATEGIES)
+        + " (default: (N - 1) / 4)",
+    )
+    g.add_argument(
+        "--reduce",
+        choices=["last", "mean", "min", "sum"],
+        help="a process rollout's score from its step scores (default: last for "
+        "process-prefix, mean for process-segment; sum: the released is_process_sum)",
     )
     g.add_argument(
         "--truncated",
@@ -161,7 +169,9 @@ def _settings(pipeline: RewardPipeline, args: argparse.Namespace) -> dict[str, A
     sampling_of = getattr(judge, "sampling", None)
     sampling = sampling_of() if callable(sampling_of) else None
     calibration = None
-    if args.calibration:
+    if args.calibration in NORM_STRATEGIES and not Path(args.calibration).exists():
+        calibration = args.calibration
+    elif args.calibration:
         calibration = hashlib.sha256(Path(args.calibration).read_bytes()).hexdigest()[:16]
     return {
         "mode": pipeline.mode,
@@ -293,8 +303,12 @@ def _pipeline(args: argparse.Namespace) -> RewardPipeline:
         "prefill": not args.no_prefill,
         "min_mass": args.min_mass,
     }
-    if args.calibration:
+    if args.calibration in NORM_STRATEGIES and not Path(args.calibration).exists():
+        options["calibrator"] = NormStrategyCalibrator(args.calibration)
+    elif args.calibration:
         options["calibrator"] = load_calibrator(args.calibration)
+    if args.reduce:
+        options["reduce"] = args.reduce
     if args.estimator:
         key = "outcome_estimator" if args.mode == "outcome" else "process_estimator"
         options[key] = args.estimator

@@ -39,6 +39,12 @@ from .tasks import Task
 __all__ = ["StepData", "reward_step", "train_step"]
 
 
+# the released trainer's metrics, from the batch summary (see exprl_rewards.batch_stats)
+TRAINING_METRICS = ("raw_score_counts", "step_score_mean", "steps_per_response",
+                    "groups_all_zero", "groups_all_one", "groups_mixed", "last_step_mean",
+                    "last_step_std")  # fmt: skip
+
+
 @dataclass
 class StepData:
     """A sampled batch with its rewards: what the update consumes."""
@@ -109,6 +115,7 @@ def reward_step(
             judge_prompt_tokens=summary["prompt_tokens"],
             judge_completion_tokens=summary["completion_tokens"],
             unscored_reasons=summary["unscored_reasons"],
+            **{k: summary[k] for k in TRAINING_METRICS},
         )
         rewards = [r.score for r in batch.results]
         advantages = []

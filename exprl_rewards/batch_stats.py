@@ -1,0 +1,88 @@
+"""The training metrics the released ExpRL trainer logs, from one batch's results.
+
+:meth:`~exprl_rewards.pipeline.BatchResult.summary` includes them, so a trainer adapter or
+the reference trainer logs the same figures the released code does, for runs to be held
+side by side:
+
+- ``raw_score_counts``: how often the judge wrote each score (``{"1": n, ..., "5": n}``;
+  the number in its text, before logprob weighting and calibration);
+- ``step_score_mean``: the mean calibrated score at each step position (process; the
+  first 16 positions), and ``steps_per_response`` (mean, min, max);
+- ``groups_all_zero``, ``groups_all_one``, ``groups_mixed``: the share of groups (prompts)
+  whose scored rollouts all scored 0, all scored 1, or differ; a group of all-equal scores
+  gives GRPO no signal. Groups with no scored rollout are ``groups_unscored``;
+- ``last_step_mean``, ``last_step_std``: the last step's calibrated score over scored
+  rollouts (the rollout's score in outcome mode).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .pipeline import RolloutResult
+
+__all__ = ["STEP_POSITIONS", "training_metrics"]
+
+STEP_POSITIONS = 16
+
+
+def _trimmed(values: list[float | None]) -> list[float | None] | None:
+    while values and values[-1] is None:
+        values.pop()
+    return values or None
+
+
+def _spread(lengths: list[int]) -> dict[str, float] | None:
+    if not lengths:
+        return None
+    return {"mean": float(np.mean(lengths)), "min": min(lengths), "max": max(lengths)}
+
+
+def _share(count: int, total: int) -> float | None:
+    return count / total if total else None
+
+
+def training_metrics(results: Sequence[RolloutResult]) -> dict[str, Any]:
+    """Score distributions, group outcomes and last-step statistics of a batch.
+
+    >>> training_metrics([])["groups_mixed"] is None
+    True
+    """
+    written = Counter(
+        str(int(j.parsed)) if float(j.parsed).is_integer() else str(j.parsed)
+        for r in results
+        for j in r.judgements
+        if j.parsed is not None
+    )
+    positions: list[list[float]] = [[] for _ in range(STEP_POSITIONS)]
+    lengths, last = [], []
+    by_group: dict[str, list[float]] = defaultdict(list)
+    for r in results:
+        lengths.append(len(r.segments))
+        for s in r.segments[:STEP_POSITIONS]:
+            if s.score is not None:
+                positions[s.index].append(s.score)
+        if r.score is not None and r.segments and r.segments[-1].score is not None:
+            last.append(r.segments[-1].score)
+        if r.score is not None:
+            by_group[r.group_id].append(r.score)
+    groups = {r.group_id for r in results}
+    zero = sum(all(v == 0 for v in by_group[g]) for g in by_group)
+    one = sum(all(v == 1 for v in by_group[g]) for g in by_group)
+    scored = len(by_group)
+    return {
+        "raw_score_counts": dict(sorted(written.items())),
+        "step_score_mean": _trimmed([float(np.mean(p)) if p else None for p in positions]),
+        "steps_per_response": _spread(lengths),
+        "groups_all_zero": _share(zero, scored),
+        "groups_all_one": _share(one, scored),
+        "groups_mixed": _share(scored - zero - one, scored),
+        "groups_unscored": _share(len(groups) - scored, len(groups)),
+        "last_step_mean": float(np.mean(last)) if last else None,
+        "last_step_std": float(np.std(last)) if last else None,
+    }
