@@ -1,6 +1,6 @@
 """The training metrics the released ExpRL trainer logs, from one batch's results.
 
-:meth:`~exprl_rewards.pipeline.BatchResult.summary` includes them, so a trainer adapter or
+:meth:`~exprl_rewards.results.BatchResult.summary` includes them, so a trainer adapter or
 the reference trainer logs the same figures the released code does, for runs to be held
 side by side:
 
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from .pipeline import RolloutResult
+    from .results import RolloutResult
 
 __all__ = ["STEP_POSITIONS", "training_metrics"]
 

@@ -39,17 +39,16 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 import numpy as np
 
 from .advantages import outcome_advantages, process_advantages
 from .alignment import segment_token_ranges
-from .batch_stats import training_metrics
 from .calibration import Calibrator, LinearCalibrator, probs_matrix
 from .errors import ConfigError, InputError
 from .judges.base import DEFAULT_MIN_MASS, Judge, Judgement, JudgeRequest, run_sync
+from .results import BatchResult, RolloutResult, SegmentResult
 from .rollout import Rollout, Segment
 from .slicers import Slicer, get_slicer
 from .templates import JudgeTemplate, Mode, Order, get_template
@@ -58,91 +57,13 @@ __all__ = ["BatchResult", "RewardPipeline", "RolloutResult", "SegmentResult"]
 
 Truncated = Literal["zero", "judge", "unscored"]
 Reduce = Literal["last", "mean", "min", "sum"]
+THINK_END = "</think>"
 
 
 def _calibration_reason(calibrator: Calibrator, raw: float | None) -> str:
     """Why a score the judge gave has no reward: the calibrator left it out."""
     name = getattr(calibrator, "strategy", None) or type(calibrator).__name__
     return f"calibration: {name} gives {'no score' if raw is None else f'score {raw:g}'} no reward"
-
-
-@dataclass(frozen=True)
-class SegmentResult:
-    """One graded segment (outcome mode: the whole response as one segment).
-
-    ``score`` is calibrated to [0, 1]; ``raw`` is on the judge's scale; ``advantage`` is
-    None when the rollout is masked; ``tokens`` is the token range when offsets were given.
-    """
-
-    index: int
-    start: int
-    end: int
-    score: float | None
-    raw: float | None
-    reason: str | None
-    advantage: float | None
-    tokens: tuple[int, int] | None = None
-
-
-@dataclass(frozen=True)
-class RolloutResult:
-    """Everything the pipeline says about one rollout.
-
-    Attributes:
-        id, group_id: the rollout's.
-        score: the rollout's reward in [0, 1]: the judge's score (outcome), or the
-            reduction of its segment scores (process); None when unscored.
-        reason: why it is unscored, else None.
-        advantage: the outcome advantage (outcome mode), else None.
-        segments: per-segment scores and advantages.
-        token_advantages: one advantage per token when the rollout has token offsets
-            (NaN where masked), else None.
-        judgements: the judge's raw verdicts, in segment order.
-        truncated: the rollout hit the policy's length limit.
-    """
-
-    id: str
-    group_id: str
-    score: float | None
-    reason: str | None
-    advantage: float | None
-    segments: tuple[SegmentResult, ...]
-    token_advantages: np.ndarray | None = field(default=None, compare=False)
-    judgements: tuple[Judgement, ...] = field(default=(), compare=False)
-    truncated: bool = False
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    """The results of one batch, in input order, with totals."""
-
-    results: tuple[RolloutResult, ...]
-    wall_s: float
-
-    @property
-    def unscored_reasons(self) -> Counter[str]:
-        """How many rollouts are unscored, by reason."""
-        return Counter(r.reason for r in self.results if r.reason is not None)
-
-    def summary(self) -> dict[str, Any]:
-        """Totals (rollouts, scored, unscored by reason, mean score, judge usage, time) and
-        the released trainer's metrics (:func:`~exprl_rewards.batch_stats.training_metrics`)."""
-        judgements = [j for r in self.results for j in r.judgements]
-        scores = [r.score for r in self.results if r.score is not None]
-        return {
-            "rollouts": len(self.results),
-            "scored": len(scores),
-            "unscored": len(self.results) - len(scores),
-            "unscored_reasons": dict(self.unscored_reasons.most_common()),
-            "mean_score": float(np.mean(scores)) if scores else None,
-            "judge_calls": sum(j.attempts for j in judgements),
-            "judge_requests": len(judgements),
-            "cache_hits": sum(j.cached for j in judgements),
-            "prompt_tokens": sum(j.prompt_tokens or 0 for j in judgements if not j.cached),
-            "completion_tokens": sum(j.completion_tokens or 0 for j in judgements if not j.cached),
-            "wall_s": round(self.wall_s, 3),
-            **training_metrics(self.results),
-        }
 
 
 class RewardPipeline:
@@ -171,6 +92,9 @@ class RewardPipeline:
         min_mass: the probability the valid score tokens must hold at the written
             score's token for the logprob-weighted value to replace it
             (:data:`~exprl_rewards.judges.base.DEFAULT_MIN_MASS`).
+        think_strip: the judge sees only what follows the policy's last ``</think>``
+            (released ``think_strip``); a response without one is graded as an empty
+            answer. The thinking tokens share the first step's advantage.
     """
 
     def __init__(
@@ -189,6 +113,7 @@ class RewardPipeline:
         order: Order = "cache",
         prefill: bool = True,
         min_mass: float = DEFAULT_MIN_MASS,
+        think_strip: bool = False,
     ) -> None:
         self.judge = judge
         self.template = (
@@ -214,28 +139,45 @@ class RewardPipeline:
         if not 0.0 <= min_mass <= 1.01:
             raise ConfigError(f"min_mass must be between 0 and 1, got {min_mass!r}")
         self.min_mass = min_mass
+        self.think_strip = think_strip
+
+    def graded_start(self, rollout: Rollout) -> int:
+        """Where the text the judge sees starts: past the last ``</think>`` (think_strip)."""
+        if not self.think_strip:
+            return 0
+        end = rollout.response.rfind(THINK_END)
+        return len(rollout.response) if end < 0 else end + len(THINK_END)
 
     def segments(self, rollout: Rollout) -> tuple[Segment, ...]:
-        """The segments graded for ``rollout``: the whole response in outcome mode."""
-        if self.mode == "outcome":
-            text = rollout.response
-            return (Segment(0, 0, len(text), text),) if text else ()
-        return self.slicer.split(rollout.response)
+        """The segments graded for ``rollout``: the whole response in outcome mode.
+
+        With ``think_strip`` the first segment also holds the thinking before the
+        graded text (segments cover the response, for token alignment).
+        """
+        text = rollout.response
+        if self.mode == "outcome" or (self.think_strip and self.graded_start(rollout) == len(text)):
+            return (Segment(0, 0, len(text), text),) if text or self.think_strip else ()
+        start = self.graded_start(rollout)
+        parts = self.slicer.split(text[start:])
+        return tuple(
+            Segment(p.index, 0 if p.index == 0 else p.start + start, p.end + start,
+                    text[: p.end + start] if p.index == 0 else p.text)
+            for p in parts
+        )  # fmt: skip
 
     def requests(self, rollout: Rollout, segments: Sequence[Segment]) -> list[JudgeRequest]:
         """The judge requests for one rollout, one per segment."""
-        base = {
-            "question": rollout.question,
-            "reference": rollout.reference,
-            "response": rollout.response,
-        }
+        graded = self.graded_start(rollout)
+        text = rollout.response
+        base = {"question": rollout.question, "reference": rollout.reference,
+                "response": text[graded:]}  # fmt: skip
         out = []
         for s in segments:
             variables: dict[str, Any] = dict(base, order=self.order)
             if self.mode != "outcome":
                 variables.update(
-                    step=s.text,
-                    previous=rollout.response[: s.start],
+                    step=text[max(s.start, graded) : s.end],
+                    previous=text[graded : max(s.start, graded)],
                     step_index=s.index + 1,
                     num_steps=len(segments),
                 )

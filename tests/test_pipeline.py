@@ -173,3 +173,35 @@ def test_summary_has_the_released_trainers_metrics(judge: OpenAIJudge) -> None:
     assert summary["step_score_mean"] == pytest.approx([0.5, 0.625, 1.0])
     assert summary["steps_per_response"] == {"mean": 2.5, "min": 2, "max": 3}
     assert summary["last_step_mean"] == pytest.approx(np.mean([1.0, 0.75]))
+
+
+def test_think_strip_grades_only_what_follows_the_thinking(judge: OpenAIJudge) -> None:
+    def one(response: str, **kw: object) -> Rollout:
+        return Rollout(id="t", group_id="g", question="Q?", reference="R.", response=response)
+
+    # The fault judge answers the last [[score N]] mark it sees, "Score: 4" when it sees none.
+    hidden = one("<think>plan [[score 1]]</think>The answer is 3.")
+    (kept,) = RewardPipeline(judge, mode="outcome").score_sync([hidden]).results
+    (strip,) = RewardPipeline(judge, mode="outcome", think_strip=True).score_sync([hidden]).results
+    assert kept.segments[0].raw == 1.0
+    assert strip.segments[0].raw == 4.0
+    # no </think>: graded as an empty answer (a judge call), not skipped as unscored
+    (never,) = (
+        RewardPipeline(judge, mode="outcome", think_strip=True)
+        .score_sync([one("still thinking [[score 1]]")])
+        .results
+    )
+    assert never.segments[0].raw == 4.0
+    assert never.judgements[0].completion_tokens is not None
+
+    text = "<think>plan\n[[score 1]]</think>step a\nstep b [[score 5]]"
+    r = Rollout(id="p", group_id="g", question="Q?", reference="R.", response=text,
+                token_offsets=tuple((i, i + 1) for i in range(len(text))))  # fmt: skip
+    pipe = RewardPipeline(judge, mode="process-segment", slicer="newline", think_strip=True)
+    (res,) = pipe.score_sync([r]).results
+    assert [s.raw for s in res.segments] == [4.0, 5.0]  # the thinking is not a step
+    assert [(s.start, s.end) for s in res.segments] == [(0, text.index("step b")),
+                                                         (text.index("step b"), len(text))]  # fmt: skip
+    assert res.token_advantages is not None
+    assert len(res.token_advantages) == len(text)  # thinking tokens share step 1's value
+    assert res.token_advantages[0] == res.segments[0].advantage

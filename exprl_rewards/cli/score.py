@@ -100,6 +100,11 @@ def _parser() -> argparse.ArgumentParser:
         "process-prefix, mean for process-segment; sum: the released is_process_sum)",
     )
     g.add_argument(
+        "--think-strip",
+        action="store_true",
+        help="grade only what follows the policy's last </think> (released think_strip)",
+    )
+    g.add_argument(
         "--truncated",
         choices=["zero", "judge", "unscored"],
         default="zero",
@@ -188,6 +193,8 @@ def _settings(pipeline: RewardPipeline, args: argparse.Namespace) -> dict[str, A
         "sampling": sampling,
         "prefill": pipeline.prefill,
         "min_mass": pipeline.min_mass,
+        # only when set: rows written before the option existed resume as before
+        **({"think_strip": True} if pipeline.think_strip else {}),
         "token_advantages": bool(args.token_advantages),
     }
 
@@ -309,6 +316,8 @@ def _pipeline(args: argparse.Namespace) -> RewardPipeline:
         options["calibrator"] = load_calibrator(args.calibration)
     if args.reduce:
         options["reduce"] = args.reduce
+    if args.think_strip:
+        options["think_strip"] = True
     if args.estimator:
         key = "outcome_estimator" if args.mode == "outcome" else "process_estimator"
         options[key] = args.estimator

@@ -1,0 +1,99 @@
+"""What the reward pipeline returns: per segment, per rollout, per batch.
+
+A :class:`RolloutResult` is a rollout's reward (or why it has none), its segments'
+scores and advantages, per-token advantages when the rollout came with token offsets,
+and the judge's raw verdicts. A :class:`BatchResult` holds a batch's results in input
+order, with totals and the released trainer's metrics (:meth:`BatchResult.summary`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .batch_stats import training_metrics
+from .judges.base import Judgement
+
+__all__ = ["BatchResult", "RolloutResult", "SegmentResult"]
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    """One graded segment (outcome mode: the whole response as one segment).
+
+    ``score`` is calibrated to [0, 1]; ``raw`` is on the judge's scale; ``advantage`` is
+    None when the rollout is masked; ``tokens`` is the token range when offsets were given.
+    """
+
+    index: int
+    start: int
+    end: int
+    score: float | None
+    raw: float | None
+    reason: str | None
+    advantage: float | None
+    tokens: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    """Everything the pipeline says about one rollout.
+
+    Attributes:
+        id, group_id: the rollout's.
+        score: the rollout's reward in [0, 1]: the judge's score (outcome), or the
+            reduction of its segment scores (process); None when unscored.
+        reason: why it is unscored, else None.
+        advantage: the outcome advantage (outcome mode), else None.
+        segments: per-segment scores and advantages.
+        token_advantages: one advantage per token when the rollout has token offsets
+            (NaN where masked), else None.
+        judgements: the judge's raw verdicts, in segment order.
+        truncated: the rollout hit the policy's length limit.
+    """
+
+    id: str
+    group_id: str
+    score: float | None
+    reason: str | None
+    advantage: float | None
+    segments: tuple[SegmentResult, ...]
+    token_advantages: np.ndarray | None = field(default=None, compare=False)
+    judgements: tuple[Judgement, ...] = field(default=(), compare=False)
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """The results of one batch, in input order, with totals."""
+
+    results: tuple[RolloutResult, ...]
+    wall_s: float
+
+    @property
+    def unscored_reasons(self) -> Counter[str]:
+        """How many rollouts are unscored, by reason."""
+        return Counter(r.reason for r in self.results if r.reason is not None)
+
+    def summary(self) -> dict[str, Any]:
+        """Totals (rollouts, scored, unscored by reason, mean score, judge usage, time) and
+        the released trainer's metrics (:func:`~exprl_rewards.batch_stats.training_metrics`)."""
+        judgements = [j for r in self.results for j in r.judgements]
+        scores = [r.score for r in self.results if r.score is not None]
+        return {
+            "rollouts": len(self.results),
+            "scored": len(scores),
+            "unscored": len(self.results) - len(scores),
+            "unscored_reasons": dict(self.unscored_reasons.most_common()),
+            "mean_score": float(np.mean(scores)) if scores else None,
+            "judge_calls": sum(j.attempts for j in judgements),
+            "judge_requests": len(judgements),
+            "cache_hits": sum(j.cached for j in judgements),
+            "prompt_tokens": sum(j.prompt_tokens or 0 for j in judgements if not j.cached),
+            "completion_tokens": sum(j.completion_tokens or 0 for j in judgements if not j.cached),
+            "wall_s": round(self.wall_s, 3),
+            **training_metrics(self.results),
+        }
