@@ -186,53 +186,70 @@ def outcome_advantages(
 class _Rows:
     """Per-segment bookkeeping shared by the process estimators."""
 
-    def __init__(self, scores: Ragged | Sequence[Sequence[float | None]]) -> None:
+    def __init__(self, scores: Ragged | Sequence[Sequence[float | None]], last: Any = None) -> None:
         self.ragged = scores if isinstance(scores, Ragged) else Ragged.from_rows(scores)
         self.s = _scores(self.ragged.values)
         lengths = self.ragged.lengths
         self.row = self.ragged.row_ids
         self.first = self.ragged.positions == 0
         self.single = np.repeat(lengths == 1, lengths)
-        # Each row's last score, repeated on every segment of the row.
-        last = np.maximum(self.ragged.starts + lengths - 1, 0)
-        self.s_last = np.repeat(self.s[last], lengths) if self.s.size else self.s.copy()
+        # Each row's last score (or the given outcome), repeated on every segment of the row.
+        if last is None:
+            ends = np.maximum(self.ragged.starts + lengths - 1, 0)
+            s_k = self.s[ends] if self.s.size else np.zeros(len(lengths))
+        else:
+            s_k = _scores(last)
+            if s_k.shape != lengths.shape:
+                raise InputError(f"last: one value per rollout ({len(lengths)}), got {s_k.shape}")
+        self.s_last = np.repeat(s_k, lengths)
         self.prev = np.roll(self.s, 1)
         unscored = np.bincount(self.row, weights=np.isnan(self.s), minlength=len(lengths))
-        self.mask = (unscored == 0) & (lengths > 0)
+        self.mask = (unscored == 0) & (lengths > 0) & ~np.isnan(s_k)
 
     def finish(self, values: FloatArray) -> ProcessAdvantages:
         values = np.where(self.mask[self.row], values, np.nan)
         return ProcessAdvantages(self.ragged.with_values(values), self.mask.copy())
 
 
-def delta_norm(scores: Ragged | Sequence[Sequence[float | None]]) -> ProcessAdvantages:
+def delta_norm(
+    scores: Ragged | Sequence[Sequence[float | None]], *, last: Any = None
+) -> ProcessAdvantages:
     """DeltaNorm, as released: r_1 = s_1 - s_K, r_k = s_k - s_{k-1}; K = 1 gives s_1.
+
+    ``last`` (one value per rollout) replaces s_K: the released
+    ``which_last_step="outcome"``, a rule-based verifier's final-answer reward in place of
+    the judge's last-step score; a NaN masks its rollout. (So does EndNorm's and the
+    prefix variant's.)
 
     >>> delta_norm([[0.25, 0.5, 1.0], [0.5]]).values.rows()
     [array([-0.75,  0.25,  0.5 ]), array([0.5])]
     """
-    r = _Rows(scores)
+    r = _Rows(scores, last)
     adv = np.where(r.first, r.s - r.s_last, r.s - r.prev)
     return r.finish(np.where(r.single, r.s, adv))
 
 
-def end_norm(scores: Ragged | Sequence[Sequence[float | None]]) -> ProcessAdvantages:
+def end_norm(
+    scores: Ragged | Sequence[Sequence[float | None]], *, last: Any = None
+) -> ProcessAdvantages:
     """EndNorm: A_k = s_k - s_K.
 
     >>> end_norm([[0.25, 0.5, 1.0]]).values.values.tolist()
     [-0.75, -0.5, 0.0]
     """
-    r = _Rows(scores)
+    r = _Rows(scores, last)
     return r.finish(r.s - r.s_last)
 
 
-def released_prefix(scores: Ragged | Sequence[Sequence[float | None]]) -> ProcessAdvantages:
+def released_prefix(
+    scores: Ragged | Sequence[Sequence[float | None]], *, last: Any = None
+) -> ProcessAdvantages:
     """The released prefix variant: A_1 = s_1, A_k = s_k - s_{k-1} + s_K.
 
     >>> released_prefix([[0.25, 0.5, 1.0]]).values.values.tolist()
     [0.25, 1.25, 1.5]
     """
-    r = _Rows(scores)
+    r = _Rows(scores, last)
     return r.finish(np.where(r.first, r.s, r.s - r.prev + r.s_last))
 
 
@@ -296,6 +313,7 @@ def process_advantages(
     estimator: ProcessEstimator = "delta",
     *,
     group_ids: GroupIds | None = None,
+    last: Any = None,
     **options: Any,
 ) -> ProcessAdvantages:
     """Per-segment advantages by the named estimator (default ``"delta"``, as released).
@@ -304,6 +322,8 @@ def process_advantages(
         scores: one row of segment scores per rollout (NaN for unscored).
         estimator: ``"delta"``, ``"end"``, ``"group"``, ``"prefix"`` or ``"rtg"``.
         group_ids: one id per rollout; required by ``"group"`` and normalised ``"rtg"``.
+        last: one value per rollout replacing s_K (``"delta"``, ``"end"``, ``"prefix"``;
+            the released ``which_last_step="outcome"``).
         **options: passed to :func:`return_to_go` (``gamma``, ``normalize``...).
 
     >>> process_advantages([[0.0, 1.0]], "end").values.values.tolist()
@@ -311,12 +331,14 @@ def process_advantages(
     """
     if options and estimator != "rtg":
         raise ConfigError(f"estimator {estimator!r} takes no options, got {sorted(options)}")
+    if last is not None and estimator not in ("delta", "end", "prefix"):
+        raise ConfigError(f"estimator {estimator!r} has no s_K to replace with `last`")
     if estimator == "delta":
-        return delta_norm(scores)
+        return delta_norm(scores, last=last)
     if estimator == "end":
-        return end_norm(scores)
+        return end_norm(scores, last=last)
     if estimator == "prefix":
-        return released_prefix(scores)
+        return released_prefix(scores, last=last)
     if estimator == "group":
         if group_ids is None:
             raise ConfigError("the 'group' estimator needs group_ids")

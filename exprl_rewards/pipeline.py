@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -95,6 +96,9 @@ class RewardPipeline:
         think_strip: the judge sees only what follows the policy's last ``</think>``
             (released ``think_strip``); a response without one is graded as an empty
             answer. The thinking tokens share the first step's advantage.
+        last_step: process modes: a rule-based verifier's outcome for a rollout (e.g. 1.0
+            if its final answer is right), used as s_K by DeltaNorm, EndNorm and the prefix
+            variant (released ``which_last_step="outcome"``); None masks the rollout.
     """
 
     def __init__(
@@ -114,6 +118,7 @@ class RewardPipeline:
         prefill: bool = True,
         min_mass: float = DEFAULT_MIN_MASS,
         think_strip: bool = False,
+        last_step: Callable[[Rollout], float | None] | None = None,
     ) -> None:
         self.judge = judge
         self.template = (
@@ -139,7 +144,7 @@ class RewardPipeline:
         if not 0.0 <= min_mass <= 1.01:
             raise ConfigError(f"min_mass must be between 0 and 1, got {min_mass!r}")
         self.min_mass = min_mass
-        self.think_strip = think_strip
+        self.think_strip, self.last_step = think_strip, last_step
 
     def graded_start(self, rollout: Rollout) -> int:
         """Where the text the judge sees starts: past the last ``</think>`` (think_strip)."""
@@ -262,16 +267,21 @@ class RewardPipeline:
             )
             seg_adv = [[float(a)] * len(row) for a, row in zip(outcome.values, rows, strict=True)]
         else:
-            process = process_advantages(
-                rows, self.process_estimator, group_ids=group_ids, **self.estimator_options
-            )
+            last = None
+            if self.last_step is not None:  # released which_last_step="outcome"
+                last = [np.nan if (v := self.last_step(r)) is None else v for r in rollouts]
+            process = process_advantages(rows, self.process_estimator, group_ids=group_ids,
+                                         last=last, **self.estimator_options)  # fmt: skip
             seg_adv = [list(map(float, row)) for row in process.values.rows()]
         results = []
         for r, (segments, first, skip), row, reasons, adv in zip(
             rollouts, plans, rows, seg_reasons, seg_adv, strict=True
         ):
             used = judgements[first : first + len(segments)] if skip is None else []
-            results.append(self._result(r, segments, row, reasons, adv, tuple(used)))
+            result = self._result(r, segments, row, reasons, adv, tuple(used))
+            if self.last_step is not None and result.reason is None and np.isnan(adv).all():
+                result = replace(result, score=None, reason="last step: no verifier outcome")
+            results.append(result)
         return BatchResult(tuple(results), time.perf_counter() - start)
 
     def _result(

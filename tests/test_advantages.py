@@ -268,3 +268,21 @@ def test_ragged_input_and_empty_batch() -> None:
     assert empty.mask.shape == (0,)
     nothing = process_advantages([[], []], "rtg")
     assert nothing.mask.tolist() == [False, False]
+
+
+def test_last_replaces_s_k_as_the_released_which_last_step_outcome() -> None:
+    rows = [[0.25, 0.5, 0.75], [0.5, 1.0], [0.75]]
+    outcome = [1.0, 0.0, 0.0]
+    got = process_advantages(rows, "delta", last=outcome).values.rows()
+    # written out: r_1 = s_1 - outcome, r_k = s_k - s_{k-1}; K = 1 keeps s_1 (as released)
+    want = [[0.25 - 1.0, 0.25, 0.25], [0.5 - 0.0, 0.5], [0.75]]
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w)
+    end = process_advantages(rows, "end", last=outcome).values.rows()
+    np.testing.assert_allclose(end[0], [0.25 - 1, 0.5 - 1, 0.75 - 1])
+    masked = process_advantages(rows, "delta", last=[1.0, np.nan, 0.0])
+    assert masked.mask.tolist() == [True, False, True]
+    with pytest.raises(ConfigError, match="no s_K"):
+        process_advantages(rows, "rtg", last=outcome)
+    with pytest.raises(InputError, match="one value per rollout"):
+        process_advantages(rows, "delta", last=[1.0])

@@ -205,3 +205,15 @@ def test_think_strip_grades_only_what_follows_the_thinking(judge: OpenAIJudge) -
     assert res.token_advantages is not None
     assert len(res.token_advantages) == len(text)  # thinking tokens share step 1's value
     assert res.token_advantages[0] == res.segments[0].advantage
+
+
+def test_a_verifiers_outcome_as_the_last_step(judge: OpenAIJudge) -> None:
+    right = rollout("a", "g", ["1", "3"], metadata={"correct": 1.0})
+    unknown = rollout("b", "g", ["2", "2"], metadata={})
+    pipe = RewardPipeline(judge, mode="process-segment", slicer="newline",
+                          last_step=lambda r: r.metadata.get("correct"))  # fmt: skip
+    a, b = pipe.score_sync([right, unknown]).results
+    assert [s.advantage for s in a.segments] == pytest.approx([0.0 - 1.0, 0.5])
+    assert b.reason == "last step: no verifier outcome"
+    assert b.score is None
+    assert all(s.advantage is None for s in b.segments)
