@@ -31,6 +31,7 @@ from .parsing import ParsedScore, expected_score, normalize_score, parse_score
 from .pipeline import BatchResult, RewardPipeline, RolloutResult, SegmentResult
 from .ragged import Ragged
 from .rollout import Rollout, Score, Segment, scores_to_array
+from .routing import RoutedPipeline, released_route, released_routes
 from .slicers import PRESETS, RegexSlicer, Slicer, delimiter_slicer, get_slicer
 from .templates import TEMPLATES, JudgeTemplate, get_template, load_template
 from .tokens import TokenAdvantages, broadcast_to_tokens
@@ -60,6 +61,7 @@ __all__ = [
     "RewardPipeline",
     "Rollout",
     "RolloutResult",
+    "RoutedPipeline",
     "Score",
     "Segment",
     "SegmentResult",
@@ -82,6 +84,8 @@ __all__ = [
     "parse_score",
     "process_advantages",
     "released_prefix",
+    "released_route",
+    "released_routes",
     "return_to_go",
     "scores_to_array",
     "segment_token_ranges",

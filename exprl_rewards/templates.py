@@ -197,6 +197,13 @@ TEMPLATES: dict[str, tuple[str, Mode, bool]] = {
     "process-segment-score-only": ("process_segment_score_only.jinja", "process-segment", True),
     "process-prefix": ("process_prefix.jinja", "process-prefix", False),
     "process-prefix-score-only": ("process_prefix_score_only.jinja", "process-prefix", True),
+    # other domains the paper trains on, and proofs (graded as prefixes, as released)
+    "code-outcome": ("code_outcome.jinja", "outcome", False),
+    "code-outcome-score-only": ("code_outcome_score_only.jinja", "outcome", True),
+    "science-outcome": ("science_outcome.jinja", "outcome", False),
+    "science-outcome-score-only": ("science_outcome_score_only.jinja", "outcome", True),
+    "proof-prefix": ("proof_prefix.jinja", "process-prefix", False),
+    "proof-prefix-score-only": ("proof_prefix_score_only.jinja", "process-prefix", True),
 }
 
 

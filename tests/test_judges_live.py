@@ -242,3 +242,52 @@ def test_constrained_scores_are_the_judges_own_digits_over_http_and_in_process(
     assert requests[0].cache_key("openai", "m", served.sampling()) != requests[0].cache_key(
         "openai", "m", plain.sampling()
     )
+
+
+# Hand-written items for the domains the paper also trains on (code, science QA) and for
+# proofs, each with a reference the judge grades against.
+DOMAIN_ITEMS = {
+    "code": (
+        "Write a Python function `second_largest(xs)` that returns the second largest "
+        "distinct value of a list of at least two distinct integers.",
+        "def second_largest(xs):\n    return sorted(set(xs))[-2]",
+        "I sort the list and take the element before the last.\n```python\n"
+        "def second_largest(xs):\n    xs = sorted(xs)\n    return xs[-2]\n```",
+    ),
+    "science": (
+        "A 2 kg ball falls freely from rest for 3 s. What is its speed? Use g = 9.8 m/s^2.",
+        "v = g t = 9.8 * 3 = 29.4 m/s.",
+        "Speed grows by 9.8 m/s each second, so after 3 s it is 29.4 m/s.",
+    ),
+    "proof": (
+        "Prove that the square root of 2 is irrational.",
+        "Suppose sqrt(2) = p/q in lowest terms. Then p^2 = 2 q^2, so p is even, p = 2r. Then "
+        "q^2 = 2 r^2, so q is even too, contradicting lowest terms.",
+        "Assume sqrt(2) = a/b with a, b coprime integers.\nSquaring, a^2 = 2 b^2, so a^2 is even.",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", ["code-outcome", "code-outcome-score-only", "science-outcome",
+                                  "science-outcome-score-only", "proof-prefix",
+                                  "proof-prefix-score-only"])  # fmt: skip
+def test_domain_templates_render_and_a_real_judge_is_parsed(
+    judge_server: VLLMServer, name: str
+) -> None:
+    template = get_template(name)
+    question, reference, response = DOMAIN_ITEMS[name.split("-")[0]]
+    steps = get_slicer("newline").split(response)
+    requests = [
+        JudgeRequest.from_template(
+            template, key=f"{name}/{s.index}", question=question, reference=reference,
+            response=response, step=s.text, previous=response[: s.start],
+            step_index=s.index + 1, num_steps=len(steps), prefill=True,
+        )
+        for s in (steps if template.mode == "process-prefix" else steps[:1])
+    ]  # fmt: skip
+    judge = OpenAIJudge(judge_server.model, base_url=judge_server.url, top_logprobs=20,
+                        max_tokens=48, prefill=True)  # fmt: skip
+    results = judge_sync(judge, requests)
+    assert_well_formed(results, requests)
+    assert_own_words(results)
+    assert all(r.text.startswith(template.prefill()) for r in results)

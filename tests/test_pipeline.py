@@ -217,3 +217,43 @@ def test_a_verifiers_outcome_as_the_last_step(judge: OpenAIJudge) -> None:
     assert b.reason == "last step: no verifier outcome"
     assert b.score is None
     assert all(s.advantage is None for s in b.segments)
+
+
+def test_mixed_domain_rows_route_to_their_pipelines_in_input_order(judge: OpenAIJudge) -> None:
+    from exprl_rewards import RoutedPipeline, released_routes
+
+    def row(rid: str, group: str, marks: list[str], **metadata: object) -> Rollout:
+        text = " ### ".join(f"step {i} [[score {m}]]" for i, m in enumerate(marks))
+        return Rollout(id=rid, group_id=group, question="Q?", reference="R.", response=text,
+                       metadata=metadata)  # fmt: skip
+
+    batch = [
+        row("c1", "code", ["2", "4"], ability="code"),
+        row("m1", "math", ["1", "5"], ability="math"),
+        row("s1", "mcq", ["3", "3"], ability="Science", extra_info={"answerKey": "B"}),
+        row("o1", "open", ["5"], ability="science", extra_info={}),
+        row("x1", "other", ["4"], ability="poetry"),
+        row("m2", "math", ["5", "5"], ability="math"),
+    ]
+    routed = RoutedPipeline(released_routes(judge))
+    assert routed.assign(batch) == ["code", "math", "science-mcq", "science", "other", "math"]
+    results = routed.score_sync(batch).results
+    assert [r.id for r in results] == ["c1", "m1", "s1", "o1", "x1", "m2"]
+    by_id = {r.id: r for r in results}
+    # process rows: one score per ### step; outcome rows: one score for the whole rollout
+    assert [s.raw for s in by_id["m1"].segments] == [1.0, 5.0]
+    assert [s.raw for s in by_id["s1"].segments] == [3.0, 3.0]
+    assert [s.raw for s in by_id["c1"].segments] == [4.0]  # the last mark the judge saw
+    assert by_id["c1"].advantage == 0.0  # a group of one
+    expected = process_advantages([[0.0, 1.0], [1.0, 1.0]], "delta").values.rows()
+    assert [s.advantage for s in by_id["m1"].segments] == pytest.approx(expected[0].tolist())
+    assert {n: p.template.name for n, p in routed.routes.items()} == {
+        "math": "process-segment", "science-mcq": "process-segment",
+        "science": "science-outcome", "code": "code-outcome", "other": "outcome",
+    }  # fmt: skip
+
+    split = [row("a", "g", ["1"], ability="math"), row("b", "g", ["1"], ability="code")]
+    with pytest.raises(InputError, match="group 'g' takes routes 'math' and 'code'"):
+        routed.score_sync(split)
+    with pytest.raises(InputError, match="route 'poetry' has no pipeline"):
+        RoutedPipeline(released_routes(judge), route=lambda r: "poetry").assign(batch)

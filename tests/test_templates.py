@@ -58,7 +58,8 @@ def test_every_template_renders_system_and_fenced_user_message(name: str) -> Non
     assert fence(REF, "REFERENCE") in user["content"]
     assert "{{" not in system["content"] + user["content"]
     template = get_template(name)
-    assert template.prefill() == ("Score: " if template.score_only else "Reasoning:")
+    reasoning = "Why:" if name.startswith("proof") else "Reasoning:"
+    assert template.prefill() == ("Score: " if template.score_only else reasoning)
 
 
 def test_cache_order_shares_everything_but_the_rollout_across_a_group() -> None:
