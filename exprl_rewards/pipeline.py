@@ -163,7 +163,12 @@ class RewardPipeline:
         if self.mode == "outcome" or (self.think_strip and self.graded_start(rollout) == len(text)):
             return (Segment(0, 0, len(text), text),) if text or self.think_strip else ()
         start = self.graded_start(rollout)
-        parts = self.slicer.split(text[start:])
+        split_tokens = getattr(self.slicer, "split_tokens", None)
+        if split_tokens is not None and rollout.token_offsets is not None:
+            shifted = [(a - start, b - start) for a, b in rollout.token_offsets if b > start]
+            parts = split_tokens(text[start:], shifted)  # released token-boundary cuts
+        else:
+            parts = self.slicer.split(text[start:])
         return tuple(
             Segment(p.index, 0 if p.index == 0 else p.start + start, p.end + start,
                     text[: p.end + start] if p.index == 0 else p.text)

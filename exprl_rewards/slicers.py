@@ -30,7 +30,9 @@ name                      boundary                       cut     whitespace  min
 ``markdown-heading``      ``#``..``######`` heading line  before  attach      0 / none
 ========================  =============================  ======  ==========  ===========
 
-``exprl`` copies the released code exactly: no whitespace policy, no minimum, no cap.
+``exprl`` keeps the released marker and policy (no whitespace policy, no minimum, no
+cap) but cuts at characters; :class:`TokenMarkerSlicer` cuts at the released code's token
+boundaries when the rollout has token offsets.
 The other presets attach whitespace because a whitespace-only "step" is noise to a
 judge and a wasted judge call. The empty string has no segments.
 """
@@ -40,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -50,6 +53,7 @@ __all__ = [
     "PRESETS",
     "RegexSlicer",
     "Slicer",
+    "TokenMarkerSlicer",
     "delimiter_slicer",
     "get_slicer",
 ]
@@ -201,6 +205,47 @@ def delimiter_slicer(
         min_chars=min_chars,
         max_segments=max_segments,
     )
+
+
+@dataclass(frozen=True)
+class TokenMarkerSlicer:
+    """The released ``_find_step_spans``: a step ends with the *token* that completes ``marker``.
+
+    The released code decodes a window of tokens at every token and ends a step where the
+    window's text ends with ``###``. With the rollout's token offsets
+    (:meth:`split_tokens`, which the pipeline calls when a rollout has them) this cuts at
+    the same tokens: a ``####`` token is one marker, and a token that holds ``###`` with
+    more text after it (``###\\n``) is none. Without offsets :meth:`split` cuts at
+    characters, as the ``exprl`` preset does. The released code's extra, empty last step
+    (the end-of-sequence token alone, after a response ending in ``###``) is a bug and is
+    not reproduced.
+
+    >>> s = TokenMarkerSlicer()
+    >>> [x.text for x in s.split_tokens("a ####b", [(0, 1), (1, 2), (2, 6), (6, 7)])]
+    ['a ####', 'b']
+    >>> [x.text for x in s.split_tokens("a ###\\nb", [(0, 1), (1, 2), (2, 6), (6, 7)])]
+    ['a ###\\nb']
+    """
+
+    marker: str = "###"
+
+    def split(self, text: str) -> tuple[Segment, ...]:
+        """Character cuts after every ``marker`` (no token offsets to go by)."""
+        return delimiter_slicer(self.marker, cut="after", whitespace="keep").split(text)
+
+    def split_tokens(
+        self, text: str, token_offsets: Sequence[tuple[int, int]]
+    ) -> tuple[Segment, ...]:
+        """Cut after each token at whose end the text so far ends with ``marker``."""
+        n = len(text)
+        cuts = sorted(
+            {e for _, e in token_offsets if 0 < e < n and text.endswith(self.marker, 0, e)}
+        )
+        bounds = [0, *cuts, n] if text else []
+        return tuple(
+            Segment(index=i, start=a, end=b, text=text[a:b])
+            for i, (a, b) in enumerate(itertools.pairwise(bounds))
+        )
 
 
 PRESETS: dict[str, RegexSlicer] = {

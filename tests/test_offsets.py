@@ -94,3 +94,37 @@ def test_plain_decode_callable_without_a_backend() -> None:
     text, offsets = token_offsets(lambda ids: "".join(vocab[i] for i in ids), [0, 2, 1])
     assert text == "abc"
     assert offsets == [(0, 2), (2, 2), (2, 3)]
+
+
+def released_step_ends(tokenizer: Any, ids: list[int], marker: str = "###") -> list[int]:
+    """The released _find_step_spans, written out: at every token decode the last 10 tokens;
+    a step ends at a token where that window's text ends with the marker."""
+    return [
+        t for t in range(len(ids)) if tokenizer.decode(ids[max(0, t - 9) : t + 1]).endswith(marker)
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "### Step 1: add.\n2 + 3 = 5.\n### Step 2: double.\n5 * 2 = 10.\n### Answer\n\\boxed{10}",
+        "First: 12 apples ###\nThen: eat 3 ### 9 left.#### 9",
+        "x ###### y ### z ##",
+        "Step one ###### Step two.",
+    ],
+)
+def test_token_marker_slicer_cuts_where_the_released_code_does(tokenizer: Any, text: str) -> None:
+    from exprl_rewards.slicers import TokenMarkerSlicer, get_slicer
+
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    decoded, offsets = token_offsets(tokenizer, ids)
+    assert decoded == text
+    released = [
+        offsets[t][1] for t in released_step_ends(tokenizer, ids) if offsets[t][1] < len(text)
+    ]
+    segments = TokenMarkerSlicer().split_tokens(text, offsets)
+    assert [s.end for s in segments[:-1]] == released
+    assert "".join(s.text for s in segments) == text
+    if text.startswith("x ######"):  # tokens 'x', ' ####', '##', ' y', ' ###', ...
+        assert released == [6, 8, 14]
+        assert [s.end for s in get_slicer("exprl").split(text)[:-1]] == [5, 8, 14]

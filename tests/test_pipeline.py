@@ -257,3 +257,21 @@ def test_mixed_domain_rows_route_to_their_pipelines_in_input_order(judge: OpenAI
         routed.score_sync(split)
     with pytest.raises(InputError, match="route 'poetry' has no pipeline"):
         RoutedPipeline(released_routes(judge), route=lambda r: "poetry").assign(batch)
+
+
+def test_the_released_token_boundary_slicer_uses_the_rollouts_offsets(judge: OpenAIJudge) -> None:
+    from exprl_rewards.slicers import TokenMarkerSlicer
+
+    text = "a [[score 1]] ####b [[score 5]]"
+    cut = text.index("####")
+    tokens = ((0, cut), (cut, cut + 4), (cut + 4, len(text)))  # "####" is one token
+    with_offsets = Rollout(id="t", group_id="g", question="Q?", reference="R.", response=text,
+                           token_offsets=tokens)  # fmt: skip
+    without = Rollout(id="c", group_id="h", question="Q?", reference="R.", response=text)
+    pipe = RewardPipeline(judge, mode="process-segment", slicer=TokenMarkerSlicer())
+    tok, char = pipe.score_sync([with_offsets, without]).results
+    assert [s.end for s in tok.segments] == [cut + 4, len(text)]  # after the whole token
+    assert [s.end for s in char.segments] == [cut + 3, len(text)]  # after the first ###
+    assert [s.raw for s in tok.segments] == [1.0, 5.0]
+    assert tok.token_advantages is not None
+    assert len(tok.token_advantages) == 3
