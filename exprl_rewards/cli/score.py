@@ -150,6 +150,18 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="progress bar (auto: when stderr is a terminal)",
     )
+    r.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="grade on Ray Data: a local cluster, or the one at ADDRESS (pip install "
+        "'exprl-rewards[ray]')",
+    )
+    r.add_argument("--ray-actors", type=int, default=2, help="judge actors on Ray (default: 2)")
+    r.add_argument(
+        "--ray-cpus", type=float, default=0.5, help="CPUs each Ray actor reserves (default: 0.5)"
+    )
     return p
 
 
@@ -353,7 +365,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = Progress(sum(r.rollout.id not in done for r in todo), args.progress)
     results: list[BatchResult] = []
     try:
-        for batch in _batches(todo, args.batch_size):
+        if args.ray:
+            from .ray_score import score_on_ray
+
+            batches = list(_batches(todo, args.batch_size))
+            results = score_on_ray(args, settings, batches, output, progress)
+        for batch in [] if args.ray else _batches(todo, args.batch_size):
             result = pipeline.score_sync([r.rollout for r in batch])
             results.append(result)
             written = []
@@ -366,6 +383,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     written.append(data)
             output.write_rows(written)
             progress.update(len(written))
+    except ExpRLError as e:  # e.g. --ray without ray installed
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     finally:
         progress.close()
         output.close()

@@ -1,0 +1,100 @@
+"""The score CLI on Ray Data (``--ray``): the single-machine guarantees, on a local cluster.
+
+Each run is the real CLI in a subprocess that starts its own local Ray cluster on this
+machine; the judges are the session's real vLLM server and the misbehaving HTTP server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fault_server import FaultServer
+
+pytest.importorskip("ray")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def score(inp: Path, out: Path, *args: str, wait: bool = True) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "exprl_rewards.score", str(inp), "-o", str(out), *args]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    if wait:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+    return proc
+
+
+def rows_of(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_ray_and_single_machine_paths_agree_on_the_real_judge(tmp_path, judge_server):
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(
+        "".join((ROOT / "examples" / "rollouts.jsonl").read_text().splitlines(True)[:12])
+    )
+    common = ["--mode", "process-prefix", "--template", "process-prefix-score-only",
+              "--slicer", "newline", "--base-url", judge_server.url, "--model", judge_server.model,
+              "--cache", str(tmp_path / "cache.sqlite"), "--batch-size", "4"]  # fmt: skip
+    score(inp, tmp_path / "single.jsonl", *common)
+    score(inp, tmp_path / "ray.jsonl", *common, "--ray", "--ray-actors", "2")
+    single, ray_rows = rows_of(tmp_path / "single.jsonl"), rows_of(tmp_path / "ray.jsonl")
+    assert [r["id"] for r in ray_rows] == [r["id"] for r in single]  # every row, in order
+
+    def graded(r: dict) -> tuple:
+        e = r["exprl"]
+        segments = [(s["score"], s["raw"], s["advantage"], s["reason"]) for s in e["segments"]]
+        return e["score"], e["reason"], segments
+
+    assert [graded(r) for r in ray_rows] == [graded(r) for r in single]
+    steps = [s for r in single for s in r["exprl"]["segments"]]
+    assert sum(s["score"] is not None for s in steps) >= len(steps) // 4  # the judge scored
+
+
+def test_a_killed_actor_and_a_killed_driver_lose_and_duplicate_nothing(tmp_path):
+    inp = tmp_path / "in.jsonl"
+    rows = [{"id": f"{g}-{k}", "group_id": f"g{g}", "question": "Q?", "reference": "R.",
+             "response": f"FAULT:slow answer {g}-{k}"} for g in range(12) for k in range(2)]  # fmt: skip
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    with FaultServer() as server:
+        common = ["--mode", "outcome", "--base-url", server.url, "--model", "m", "--no-cache",
+                  "--top-logprobs", "0", "--batch-size", "2", "--ray", "--ray-actors", "2"]  # fmt: skip
+        proc = score(inp, out, *common, wait=False)
+        killed_actor = False
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline:  # kill one judge actor
+            if not killed_actor and out.exists() and rows_of(out):
+                found = subprocess.run(["pgrep", "-f", "MapWorker"], capture_output=True, text=True)
+                if pids := found.stdout.split():
+                    os.kill(int(pids[0]), signal.SIGKILL)
+                    killed_actor = True
+            time.sleep(0.2)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err[-3000:]
+        assert killed_actor
+        first = rows_of(out)
+        ids = [r["id"] for r in first]
+        assert sorted(ids) == sorted(r["id"] for r in rows)  # nothing lost ...
+        assert len(ids) == len(set(ids))  # ... nothing twice
+
+        out.unlink()
+        proc = score(inp, out, *common, wait=False)  # now kill the driver mid-run
+        while proc.poll() is None and len(rows_of(out) if out.exists() else []) < 4:
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+        partial = len(rows_of(out))
+        assert 4 <= partial < len(rows)
+        score(inp, out, *common)  # resumes: grades only what is missing
+        ids = [r["id"] for r in rows_of(out)]
+        assert sorted(ids) == sorted(r["id"] for r in rows)
+        assert len(ids) == len(set(ids))
