@@ -52,6 +52,10 @@ WITH_JUDGE = [
         "verl's reward loop: micro-batched async compute_score vs the sync one",
         ["verl_reward_loop.py", "--questions", "8", "--repeats", "3"],
     ),
+    (
+        "Scaling out: the score CLI against --ray with 1 and 2 actors",
+        ["ray_scale.py", "--questions", "24", "--repeats", "2"],
+    ),
 ]
 
 

@@ -29,7 +29,8 @@ def test_all_is_sorted_and_complete() -> None:
 def test_import_does_not_load_heavy_dependencies() -> None:
     code = (
         "import sys, exprl_rewards, exprl_rewards.verify, exprl_rewards.judges.vllm\n"
-        "heavy = [m for m in ('torch', 'vllm', 'transformers') if m in sys.modules]\n"
+        "import exprl_rewards.cli.score, exprl_rewards.demo.race\n"
+        "heavy = [m for m in ('torch', 'vllm', 'transformers', 'ray') if m in sys.modules]\n"
         "print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
