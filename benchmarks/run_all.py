@@ -54,7 +54,7 @@ WITH_JUDGE = [
     ),
     (
         "Scaling out: the score CLI against --ray with 1 and 2 actors",
-        ["ray_scale.py", "--questions", "24", "--repeats", "2"],
+        ["ray_scale.py", "--questions", "24", "--repeats", "3", "--servers", "2"],
     ),
 ]
 
