@@ -50,7 +50,9 @@ def write_input(path: Path, questions: int) -> int:
     return len(rows)
 
 
-def run(inp: Path, out: Path, servers: list[VLLMServer], batch: int, extra: list[str]) -> dict:
+def run(
+    inp: Path, out: Path, servers: list[VLLMServer], batch: int, extra: list[str]
+) -> dict[str, float]:
     summary = out.with_suffix(".summary.json")
     command = [sys.executable, "-m", "exprl_rewards.score", str(inp), "-o", str(out),
                "--mode", "outcome", "--template", "outcome-score-only",
@@ -85,7 +87,7 @@ def main() -> None:
         run(inp, Path(tmp) / "warm-up.jsonl", servers, args.batch_size, [])  # untimed: the
         # servers' first requests are slow (3.5x in one measurement)
         walls: dict[str, list[float]] = {k: [] for k in settings}
-        tokens: dict[str, tuple[int, int]] = {}
+        tokens: dict[str, tuple[float, float]] = {}
         for repeat in range(args.repeats):
             for name, extra in settings.items():
                 out = Path(tmp) / f"{name.replace(' ', '')}-{repeat}.jsonl"
