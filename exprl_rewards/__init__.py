@@ -24,6 +24,7 @@ from .advantages import (
     return_to_go,
 )
 from .alignment import segment_token_ranges, token_segment_ids
+from .cli.api import score_file
 from .errors import AlignmentError, ConfigError, ExpRLError, InputError, MissingExtraError
 from .judges import Judge, JudgeCache, Judgement, JudgeRequest, OpenAIJudge, judge_sync
 from .kl import kl_penalty
@@ -87,6 +88,7 @@ __all__ = [
     "released_route",
     "released_routes",
     "return_to_go",
+    "score_file",
     "scores_to_array",
     "segment_token_ranges",
     "token_segment_ids",

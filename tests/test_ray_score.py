@@ -98,3 +98,32 @@ def test_a_killed_actor_and_a_killed_driver_lose_and_duplicate_nothing(tmp_path)
         ids = [r["id"] for r in rows_of(out)]
         assert sorted(ids) == sorted(r["id"] for r in rows)
         assert len(ids) == len(set(ids))
+
+
+# Ray Data warns about its own deprecated settings when its context starts in this process.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+def test_score_file_is_the_cli_from_python_on_ray(tmp_path):
+    import ray
+
+    from exprl_rewards import ExpRLError, score_file
+
+    inp = tmp_path / "in.jsonl"
+    rows = [{"id": f"{g}-{k}", "group_id": f"g{g}", "question": "Q?", "reference": "R.",
+             "response": f"answer [[score {1 + 2 * k}]]"} for g in range(4) for k in range(2)]  # fmt: skip
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with FaultServer() as server:
+        options = {"mode": "outcome", "base_url": [server.url], "model": "marks",
+                   "no_cache": True, "top_logprobs": 0, "batch_size": 2}  # fmt: skip
+        try:
+            summary = score_file(inp, tmp_path / "out.jsonl", ray=True, ray_actors=2, **options)
+        finally:
+            ray.shutdown()
+        assert summary["rows"] == summary["scored"] == 8
+        got = rows_of(tmp_path / "out.jsonl")
+        assert [r["exprl"]["raw"] for r in got] == [1.0, 3.0] * 4
+        advantages = [r["exprl"]["advantage"] for r in got]
+        assert advantages == pytest.approx([-0.7071, 0.7071] * 4, abs=1e-4)  # GRPO, per group
+        again = score_file(inp, tmp_path / "out.jsonl", **options)  # resumes: nothing to do
+        assert again["already_done"] == 8
+        with pytest.raises(ExpRLError, match="--mode"):
+            score_file(inp, tmp_path / "x.jsonl", mode="pairwise")
