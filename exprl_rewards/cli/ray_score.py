@@ -49,7 +49,7 @@ class _Scorer:
         self.pipeline = _pipeline(args)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        from .score import _record
+        from .records import record
 
         records, summaries = [], []
         for blob in batch["rows"]:
@@ -58,7 +58,7 @@ class _Scorer:
             out = []
             for row, res in zip(rows, result.results, strict=True):
                 data = dict(row.data)
-                data[self.args.output_field] = _record(
+                data[self.args.output_field] = record(
                     res, self.pipeline, self.args.token_advantages, self.settings
                 )
                 out.append(data)

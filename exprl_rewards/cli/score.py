@@ -30,11 +30,12 @@ from ..calibration import NORM_STRATEGIES, NormStrategyCalibrator, load_calibrat
 from ..errors import ExpRLError
 from ..jsonl import FieldMap, RowError, SourceRow, read_rollouts
 from ..judges.cache import JudgeCache
-from ..pipeline import BatchResult, RewardPipeline, RolloutResult
+from ..pipeline import BatchResult, RewardPipeline
 from ..slicers import PRESETS
 from ..templates import MODES, TEMPLATES, load_template
 from .judge_args import add_judge_arguments, engine_log_of, make_judge
-from .output import open_output
+from .output import Output, open_output
+from .records import record
 from .summary import Progress, print_summary, summarize
 
 __all__ = ["main"]
@@ -211,50 +212,6 @@ def _settings(pipeline: RewardPipeline, args: argparse.Namespace) -> dict[str, A
     }
 
 
-def _record(
-    result: RolloutResult,
-    pipeline: RewardPipeline,
-    with_tokens: bool,
-    settings: dict[str, Any],
-) -> dict[str, Any]:
-    judgements = result.judgements
-    masses = [j.mass for j in judgements] if judgements else [None] * len(result.segments)
-    record: dict[str, Any] = {
-        "id": result.id,
-        "group_id": result.group_id,
-        "mode": pipeline.mode,
-        "score": result.score,
-        "reason": result.reason,
-        "advantage": result.advantage,
-        "truncated": result.truncated,
-    }
-    if pipeline.mode != "outcome":
-        record["segments"] = [
-            {"index": s.index, "start": s.start, "end": s.end, "score": s.score, "raw": s.raw,
-             "mass": mass, "reason": s.reason, "advantage": s.advantage,
-             **({"tokens": list(s.tokens)} if s.tokens else {})}
-            for s, mass in zip(result.segments, masses, strict=True)
-        ]  # fmt: skip
-    else:
-        record["raw"] = result.segments[0].raw if result.segments else None
-        record["mass"] = masses[0] if masses else None
-    if with_tokens and result.token_advantages is not None:
-        record["token_advantages"] = [
-            None if a != a else a for a in result.token_advantages.tolist()
-        ]
-    record["judge"] = {
-        "template": pipeline.template.id,
-        "model": judgements[0].model if judgements else None,
-        "requests": len(judgements),
-        "calls": sum(j.attempts for j in judgements),
-        "cached": sum(j.cached for j in judgements),
-        "prompt_tokens": sum(j.prompt_tokens or 0 for j in judgements),
-        "completion_tokens": sum(j.completion_tokens or 0 for j in judgements),
-    }
-    record["settings"] = settings
-    return record
-
-
 def _report(
     batches: list[BatchResult],
     good: int,
@@ -336,6 +293,30 @@ def _pipeline(args: argparse.Namespace) -> RewardPipeline:
     return RewardPipeline(judge, **options)
 
 
+def _score_here(
+    args: argparse.Namespace,
+    pipeline: RewardPipeline,
+    settings: dict[str, Any],
+    batches: list[list[SourceRow]],
+    output: Output,
+    progress: Progress,
+) -> list[BatchResult]:
+    """Grade ``batches`` in this process, one at a time; write each row not yet written."""
+    results = []
+    for batch in batches:
+        result = pipeline.score_sync([r.rollout for r in batch])
+        results.append(result)
+        written = []
+        for row, res in zip(batch, result.results, strict=True):
+            if res.id not in output.done:
+                data = dict(row.data)
+                data[args.output_field] = record(res, pipeline, args.token_advantages, settings)
+                written.append(data)
+        output.write_rows(written)
+        progress.update(len(written))
+    return results
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
@@ -363,26 +344,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     pending_groups = {r.rollout.group_id for r in rows if r.rollout.id not in done}
     todo = [r for r in rows if r.rollout.group_id in pending_groups]
     progress = Progress(sum(r.rollout.id not in done for r in todo), args.progress)
-    results: list[BatchResult] = []
+    batches = list(_batches(todo, args.batch_size))
     try:
         if args.ray:
             from .ray_score import score_on_ray
 
-            batches = list(_batches(todo, args.batch_size))
             results = score_on_ray(args, settings, batches, output, progress)
-        for batch in [] if args.ray else _batches(todo, args.batch_size):
-            result = pipeline.score_sync([r.rollout for r in batch])
-            results.append(result)
-            written = []
-            for row, res in zip(batch, result.results, strict=True):
-                if res.id not in done:
-                    data = dict(row.data)
-                    data[args.output_field] = _record(
-                        res, pipeline, args.token_advantages, settings
-                    )
-                    written.append(data)
-            output.write_rows(written)
-            progress.update(len(written))
+        else:
+            results = _score_here(args, pipeline, settings, batches, output, progress)
     except ExpRLError as e:  # e.g. --ray without ray installed
         print(f"error: {e}", file=sys.stderr)
         return 1

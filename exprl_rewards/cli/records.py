@@ -1,0 +1,57 @@
+"""One output row's ``exprl`` field: a rollout's result as the score CLI writes it.
+
+Shared by the single-machine path and the Ray actors (:mod:`.ray_score`), so both write
+byte-for-byte the same record.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..pipeline import RewardPipeline
+from ..results import RolloutResult
+
+__all__ = ["record"]
+
+
+def record(
+    result: RolloutResult,
+    pipeline: RewardPipeline,
+    with_tokens: bool,
+    settings: dict[str, Any],
+) -> dict[str, Any]:
+    """The result of one rollout, with the run's settings (see the score CLI's docs)."""
+    judgements = result.judgements
+    masses = [j.mass for j in judgements] if judgements else [None] * len(result.segments)
+    out: dict[str, Any] = {
+        "id": result.id,
+        "group_id": result.group_id,
+        "mode": pipeline.mode,
+        "score": result.score,
+        "reason": result.reason,
+        "advantage": result.advantage,
+        "truncated": result.truncated,
+    }
+    if pipeline.mode != "outcome":
+        out["segments"] = [
+            {"index": s.index, "start": s.start, "end": s.end, "score": s.score, "raw": s.raw,
+             "mass": mass, "reason": s.reason, "advantage": s.advantage,
+             **({"tokens": list(s.tokens)} if s.tokens else {})}
+            for s, mass in zip(result.segments, masses, strict=True)
+        ]  # fmt: skip
+    else:
+        out["raw"] = result.segments[0].raw if result.segments else None
+        out["mass"] = masses[0] if masses else None
+    if with_tokens and result.token_advantages is not None:
+        out["token_advantages"] = [None if a != a else a for a in result.token_advantages.tolist()]
+    out["judge"] = {
+        "template": pipeline.template.id,
+        "model": judgements[0].model if judgements else None,
+        "requests": len(judgements),
+        "calls": sum(j.attempts for j in judgements),
+        "cached": sum(j.cached for j in judgements),
+        "prompt_tokens": sum(j.prompt_tokens or 0 for j in judgements),
+        "completion_tokens": sum(j.completion_tokens or 0 for j in judgements),
+    }
+    out["settings"] = settings
+    return out
