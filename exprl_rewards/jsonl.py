@@ -1,5 +1,9 @@
 """Read rollouts from JSONL, with errors that name the file, the line and the field.
 
+The input is a file, standard input, a folder of shards or a remote store, JSONL
+(plain or compressed) or Parquet (:mod:`exprl_rewards.sources`); a Parquet row is
+checked as the JSON object it will be written as, its row number standing for the line.
+
 A row is any JSON object; :class:`FieldMap` says where each rollout field lives, as a
 dotted path (``extra_info.solution`` for verl-style rows, ``prompt.0.content`` for a
 list). The native layout is::
@@ -20,16 +24,16 @@ Lines end at ``\\n`` only: a lone carriage return inside a row does not split it
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Iterator
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import InputError
 from .rollout import Rollout
+from .sources import records
 
 __all__ = ["FieldMap", "RowError", "SourceRow", "find_bad_string", "get_path", "read_rollouts"]
 
@@ -69,11 +73,12 @@ class RowError:
 
 @dataclass(frozen=True)
 class SourceRow:
-    """A valid row: its line, the original JSON object, and the rollout read from it."""
+    """A valid row: its line, the original JSON object, the rollout read from it, its file."""
 
     line: int
     data: dict[str, Any]
     rollout: Rollout
+    path: str = ""  # the file it came from (inputs may be folders of files)
 
 
 class _Fields(BaseModel):
@@ -114,17 +119,6 @@ def get_path(data: Any, path: str) -> Any:
     return data
 
 
-def _lines(path: str) -> Iterator[tuple[int, bytes]]:
-    """Numbered lines as bytes, split at ``\\n`` only (``splitlines`` would split at CR)."""
-    try:
-        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
-    except OSError as e:
-        raise InputError(f"cannot read {path}: {e.strerror or e}") from e
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]  # a UTF-8 byte order mark
-    yield from enumerate(data.split(b"\n"), start=1)
-
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number; write null or a string")
 
@@ -152,118 +146,150 @@ def find_bad_string(value: Any, path: str = "") -> str | None:
     return None
 
 
-def read_rollouts(
-    path: str, fields: FieldMap | None = None, *, reserved: str | None = None
-) -> tuple[list[SourceRow], list[RowError]]:
-    """Read and validate every row of a JSONL file (``"-"``: standard input).
+def _not_json(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first value JSON cannot hold (a Parquet row's bytes,
+    timestamps, NaN...), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path or "(row)"
+    if value is None or isinstance(value, str | bool | int | float):
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            here = f"{path}.{k}" if path else str(k)
+            if not isinstance(k, str):
+                return here
+            if (bad := _not_json(v, here)) is not None:
+                return bad
+        return None
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            if (bad := _not_json(v, f"{path}.{i}" if path else str(i))) is not None:
+                return bad
+        return None
+    return path or "(row)"
 
-    Args:
-        path: the file, or ``"-"``.
-        fields: where each rollout field is.
-        reserved: a top-level key that rows must not have (where results will go).
 
-    Returns:
-        ``(rows, errors)``: the valid rows in file order, and one error per bad row.
-        Blank lines are skipped. A row whose id was seen before is an error.
-    """
-    fields = fields or FieldMap()
-    rows: list[SourceRow] = []
-    errors: list[RowError] = []
-    seen: dict[str, int] = {}
-    for number, raw in _lines(path):
-        if not raw.strip():
-            continue
+def _parse(
+    file: str, number: int, raw: bytes | dict[str, Any]
+) -> tuple[dict[str, Any], str] | RowError:
+    """A record as a JSON object and its text, or why it is not one."""
+    if isinstance(raw, dict):  # a Parquet row
+        text = json.dumps(raw, ensure_ascii=False, default=repr)
+        if (bad := _not_json(raw)) is not None:
+            value = get_path(raw, bad) if bad != "(row)" else raw
+            message = f"a {type(value).__name__} value, which JSON cannot hold; cast the column"
+            return RowError(file, number, bad, message, text)
+        data = raw
+    else:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             text = raw.decode("utf-8", errors="backslashreplace")
             message = f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
-            errors.append(RowError(path, number, None, message, text))
-            continue
+            return RowError(file, number, None, message, text)
         try:
             data = json.loads(text, parse_constant=_reject_constant)
         except json.JSONDecodeError as e:
-            errors.append(
-                RowError(path, number, None, f"not valid JSON ({e.msg} at column {e.colno})", text)
-            )
-            continue
+            message = f"not valid JSON ({e.msg} at column {e.colno})"
+            return RowError(file, number, None, message, text)
         except ValueError as e:
-            errors.append(RowError(path, number, None, f"not valid JSON: {e}", text))
-            continue
+            return RowError(file, number, None, f"not valid JSON: {e}", text)
         if not isinstance(data, dict):
-            errors.append(
-                RowError(
-                    path,
-                    number,
-                    None,
-                    f"a row must be a JSON object, got {type(data).__name__}",
-                    text,
-                )
-            )
+            message = f"a row must be a JSON object, got {type(data).__name__}"
+            return RowError(file, number, None, message, text)
+    if (bad := find_bad_string(data)) is not None:
+        message = "has a lone surrogate (a \\ud800-\\udfff escape), which is not text"
+        return RowError(file, number, bad, message, text)
+    return data, text
+
+
+def _rollout(
+    data: dict[str, Any],
+    fields: FieldMap,
+    default_id: str,
+    error: Callable[[str | None, str], RowError],
+) -> Rollout | RowError:
+    """The rollout in a row, checked; ``error(field, message)`` builds the RowError."""
+    values: dict[str, Any] = {}
+    for name, source in vars(fields).items():
+        value = get_path(data, source)
+        if value is not MISSING and value is not None:
+            values[name] = value
+    values.setdefault("id", default_id)
+    values.setdefault("group_id", values.get("question", ""))
+    try:
+        checked = _Fields(**values)
+    except ValidationError as e:
+        first = e.errors()[0]
+        name = str(first["loc"][0])
+        return error(getattr(fields, name, name),
+                     "missing" if first["type"] == "missing" else first["msg"])  # fmt: skip
+    offsets = checked.token_offsets
+    if offsets is not None and any(len(pair) != 2 for pair in offsets):
+        return error(fields.token_offsets, "each offset must be a [start, end] pair")
+    try:
+        return Rollout(
+            id=str(checked.id),
+            group_id=str(checked.group_id),
+            question=checked.question,
+            reference=checked.reference,
+            response=checked.response,
+            token_ids=tuple(checked.token_ids) if checked.token_ids is not None else None,
+            token_offsets=tuple((a, b) for a, b in offsets) if offsets is not None else None,
+            truncated=checked.truncated,
+        )
+    except InputError as e:
+        return error(fields.token_offsets if "token_offsets" in str(e) else None, str(e))
+
+
+def read_rollouts(
+    path: str, fields: FieldMap | None = None, *, reserved: str | None = None
+) -> tuple[list[SourceRow], list[RowError]]:
+    """Read and validate every row of a JSONL file, a folder or a remote store.
+
+    Args:
+        path: a file, ``"-"`` (standard input), a folder or a URI
+            (:mod:`exprl_rewards.sources`).
+        fields: where each rollout field is.
+        reserved: a top-level key that rows must not have (where results will go).
+
+    Returns:
+        ``(rows, errors)``: the valid rows in file order, and one error per bad row.
+        Blank lines are skipped. A row whose id was seen before is an error. A row
+        with no id gets its line number (``"L17"``; in a folder, ``"a.jsonl:L17"``).
+    """
+    fields = fields or FieldMap()
+    rows: list[SourceRow] = []
+    errors: list[RowError] = []
+    seen: dict[str, tuple[str, int]] = {}
+    prefix = path.split("?")[0].rstrip("/") + "/"
+    for file, number, raw in records(path):
+        if isinstance(raw, bytes) and not raw.strip():
             continue
-        if (bad := find_bad_string(data)) is not None:
-            message = "has a lone surrogate (a \\ud800-\\udfff escape), which is not text"
-            errors.append(RowError(path, number, bad, message, text))
+        parsed = _parse(file, number, raw)
+        if isinstance(parsed, RowError):
+            errors.append(parsed)
             continue
+        data, text = parsed
+
+        def error(field: str | None, message: str) -> RowError:
+            return RowError(file, number, field, message, text)  # noqa: B023 (used at once)
+
         if reserved is not None and reserved in data:
-            message = "results are written to this field; pass --output-field with another name"
-            errors.append(RowError(path, number, reserved, message, text))
+            errors.append(error(reserved, "results are written to this field; pass"
+                                " --output-field with another name"))  # fmt: skip
             continue
-        values: dict[str, Any] = {}
-        for name, source in vars(fields).items():
-            value = get_path(data, source)
-            if value is not MISSING and value is not None:
-                values[name] = value
-        values.setdefault("id", f"L{number}")
-        values.setdefault("group_id", values.get("question", ""))
-        try:
-            checked = _Fields(**values)
-        except ValidationError as e:
-            first = e.errors()[0]
-            name = str(first["loc"][0])
-            source = getattr(fields, name, name)
-            message = "missing" if first["type"] == "missing" else first["msg"]
-            errors.append(RowError(path, number, source, message, text))
+        in_folder = file.startswith(prefix)
+        default_id = f"{file[len(prefix) :]}:L{number}" if in_folder else f"L{number}"
+        rollout = _rollout(data, fields, default_id, error)
+        if isinstance(rollout, RowError):
+            errors.append(rollout)
             continue
-        offsets = checked.token_offsets
-        if offsets is not None and any(len(pair) != 2 for pair in offsets):
-            errors.append(
-                RowError(
-                    path,
-                    number,
-                    fields.token_offsets,
-                    "each offset must be a [start, end] pair",
-                    text,
-                )
-            )
+        if rollout.id in seen:
+            first_file, first = seen[rollout.id]
+            where = f"line {first}" if first_file == file else f"{first_file}:{first}"
+            errors.append(error(fields.id, f"duplicate id {rollout.id!r} (first on {where})"))
             continue
-        rollout_id = str(checked.id)
-        if rollout_id in seen:
-            errors.append(
-                RowError(
-                    path,
-                    number,
-                    fields.id,
-                    f"duplicate id {rollout_id!r} (first on line {seen[rollout_id]})",
-                    text,
-                )
-            )
-            continue
-        seen[rollout_id] = number
-        try:
-            rollout = Rollout(
-                id=rollout_id,
-                group_id=str(checked.group_id),
-                question=checked.question,
-                reference=checked.reference,
-                response=checked.response,
-                token_ids=tuple(checked.token_ids) if checked.token_ids is not None else None,
-                token_offsets=tuple((a, b) for a, b in offsets) if offsets is not None else None,
-                truncated=checked.truncated,
-            )
-        except InputError as e:
-            field = fields.token_offsets if "token_offsets" in str(e) else None
-            errors.append(RowError(path, number, field, str(e), text))
-            continue
-        rows.append(SourceRow(number, data, rollout))
+        seen[rollout.id] = (file, number)
+        rows.append(SourceRow(number, data, rollout, file))
     return rows, errors

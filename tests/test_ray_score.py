@@ -6,6 +6,7 @@ machine; the judges are the session's real vLLM server and the misbehaving HTTP 
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -107,10 +108,14 @@ def test_score_file_is_the_cli_from_python_on_ray(tmp_path):
 
     from exprl_rewards import ExpRLError, score_file
 
-    inp = tmp_path / "in.jsonl"
+    inp = tmp_path / "shards"  # a folder of shards, one compressed: read as Ray Data would
+    inp.mkdir()
     rows = [{"id": f"{g}-{k}", "group_id": f"g{g}", "question": "Q?", "reference": "R.",
              "response": f"answer [[score {1 + 2 * k}]]"} for g in range(4) for k in range(2)]  # fmt: skip
-    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (inp / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:5]))
+    (inp / "b.jsonl.gz").write_bytes(
+        gzip.compress("".join(json.dumps(r) + "\n" for r in rows[5:]).encode())
+    )
     with FaultServer() as server:
         options = {"mode": "outcome", "base_url": [server.url], "model": "marks",
                    "no_cache": True, "top_logprobs": 0, "batch_size": 2}  # fmt: skip

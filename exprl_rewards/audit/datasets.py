@@ -322,7 +322,7 @@ def _jsonl(path: Path, fields: FieldMap, label_field: str) -> list[Labelled]:
         raise InputError(f"{len(errors)} bad rows; the first: {errors[0]}")
     out = []
     for row in rows:
-        where = f"{path}:{row.line}: field {label_field!r}"
+        where = f"{row.path or path}:{row.line}: field {label_field!r}"
         value = get_path(row.data, label_field)
         if value is MISSING or value is None:
             raise InputError(f"{where}: missing")

@@ -4,7 +4,7 @@
 output, written with the same settings, and written by one run at a time. Before any
 judge call and before any byte of the file changes, :func:`open_output`:
 
-- refuses a path that is the input file itself;
+- refuses a path that is the input file itself, or inside the input folder;
 - creates missing parent folders;
 - takes an exclusive lock on the file (``flock``), so a second run writing the same
   output stops at once instead of writing every row twice;
@@ -82,6 +82,12 @@ def _same_file(a: str, b: str) -> bool:
     return False
 
 
+def _inside(path: str, folder: str) -> bool:
+    with contextlib.suppress(OSError):
+        return os.path.isdir(folder) and Path(path).resolve().is_relative_to(Path(folder).resolve())
+    return False
+
+
 def _lock(handle: TextIO, path: Path) -> None:
     try:
         import fcntl
@@ -134,7 +140,7 @@ def open_output(
         path: the ``-o`` argument (``"-"``: standard output).
         name: the output field (``--output-field``) that holds each row's results.
         settings: this run's settings, stored in every row and compared on resume.
-        input_path: the input file, which is never the output.
+        input_path: the input file or folder, which never holds the output.
 
     Raises:
         OutputError: the file is not ours, is locked by another run, holds rows of
@@ -146,6 +152,11 @@ def open_output(
     target = Path(path)
     if input_path not in (None, "-") and _same_file(path, input_path):
         raise OutputError(f"{path} is the input file; write the output to another path")
+    if input_path not in (None, "-") and _inside(path, input_path):
+        raise OutputError(
+            f"{path} is inside the input folder {input_path}, so a rerun would read it as"
+            " input; write the output outside it"
+        )
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         handle = target.open("a", encoding="utf-8")  # creates it; changes nothing that exists

@@ -48,7 +48,11 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m exprl_rewards.score",
         description="Grade JSONL rollouts with an LLM judge against hidden references (ExpRL).",
     )
-    p.add_argument("input", help="JSONL rollouts, or - for standard input")
+    p.add_argument(
+        "input",
+        help="JSONL rollouts (.jsonl, .jsonl.gz...), Parquet, a folder of them, a URI"
+        " (s3://, gs://...), or - for standard input",
+    )
     p.add_argument(
         "-o",
         "--output",
