@@ -76,15 +76,13 @@ class Source:
             if self.fs is not None:
                 with self.fs.open_input_stream(self.path, compression="detect") as f:
                     return bytes(f.read())
-            data = Path(self.name).read_bytes()
-            if suffix in _STDLIB:
-                return _STDLIB[suffix](data)
-            if suffix in COMPRESSIONS:
+            if suffix in COMPRESSIONS and suffix not in _STDLIB:  # zstd, lz4
                 import pyarrow as pa  # type: ignore[import-untyped]
 
-                with pa.input_stream(pa.py_buffer(data), compression="detect") as f:
+                with pa.input_stream(self.name, compression="detect") as f:  # by suffix
                     return bytes(f.read())
-            return data
+            data = Path(self.name).read_bytes()
+            return _STDLIB[suffix](data) if suffix in _STDLIB else data
         except ImportError as e:
             raise MissingExtraError("pyarrow", "ray") from e
         except (OSError, EOFError, lzma.LZMAError) as e:
