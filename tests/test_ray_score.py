@@ -132,3 +132,44 @@ def test_score_file_is_the_cli_from_python_on_ray(tmp_path):
         assert again["already_done"] == 8
         with pytest.raises(ExpRLError, match="--mode"):
             score_file(inp, tmp_path / "x.jsonl", mode="pairwise")
+
+
+def test_an_in_process_vllm_judge_in_a_ray_actor_grades_as_it_does_here(tmp_path):
+    """The embedded judge (vLLM in the process) runs inside the actor, as a GPU judge
+    would on a GPU node: same engine settings, same scores, row for row."""
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join((ROOT / "examples" / "rollouts.jsonl").read_text().splitlines(True)[:8]))
+    common = ["--mode", "outcome", "--template", "outcome-score-only", "--no-cache",
+              "--progress", "off"]  # fmt: skip
+    score(inp, tmp_path / "single.jsonl", *common)
+    proc = score(inp, tmp_path / "ray.jsonl", *common, "--ray", "--ray-actors", "1",
+                 "--ray-cpus", "2", wait=False)  # fmt: skip
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    single, ray_rows = rows_of(tmp_path / "single.jsonl"), rows_of(tmp_path / "ray.jsonl")
+    assert [r["exprl"] for r in ray_rows] == [r["exprl"] for r in single]
+    assert all(r["exprl"]["judge"]["calls"] == 1 for r in ray_rows)  # graded in the actor
+    assert sum(r["exprl"]["score"] is not None for r in single) == 8
+    assert "judge: 8 requests, 8 calls" in err
+
+
+def test_an_actor_no_node_can_hold_is_refused_at_once(tmp_path):
+    from exprl_rewards.cli.ray_score import _check_placeable
+    from exprl_rewards.errors import ExpRLError
+
+    gpu_node = {"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}}
+    dead = {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}
+    _check_placeable([gpu_node], 4, 1)
+    with pytest.raises(ExpRLError, match=r"2 GPU \(nodes: 8 CPU / 1 GPU\)"):
+        _check_placeable([gpu_node, dead], 1, 2)
+
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(
+        json.dumps({"id": "r", "question": "Q", "reference": "R", "response": "A"}) + "\n"
+    )
+    proc = score(inp, tmp_path / "out.jsonl", "--base-url", "http://127.0.0.1:9/v1", "--model",
+                 "m", "--ray", "--ray-gpus", "1", wait=False)  # fmt: skip
+    _, err = proc.communicate(timeout=300)  # without the check, Ray waits for a GPU forever
+    assert proc.returncode == 1
+    assert "no node of the Ray cluster can hold a judge actor of 0.5 CPU and 1 GPU" in err
+    assert not rows_of(tmp_path / "out.jsonl")

@@ -8,11 +8,13 @@ which ids are already written), then hands the work to Ray:
   complete groups (as the single-machine path does); one batch is one row of a Ray
   Dataset, so an actor always sees every rollout of a group and computes the same group
   advantages.
-- **Actors hold judges.** ``map_batches`` runs a pool of ``--ray-actors`` actors; each
-  builds the pipeline from the same command-line settings once (a judge client, or an
-  in-process vLLM judge where the node has the hardware) and grades a batch at a time.
-  Actors on one node share the judge's SQLite cache file (WAL: safe for concurrent
-  writers).
+- **Actors hold judges.** ``map_batches`` runs a pool of ``--ray-actors`` actors of
+  ``--ray-cpus`` / ``--ray-gpus`` each; each builds the pipeline from the same
+  command-line settings once (a client of the ``--base-url`` servers, or a vLLM engine in
+  the actor for ``--vllm-model`` and the embedded judge, on the GPUs Ray gives it) and
+  grades a batch at a time. An actor size that no node of the cluster can hold is
+  refused at once (Ray would wait forever). Actors on one node share the judge's SQLite
+  cache file (WAL: safe for concurrent writers).
 - **The driver writes.** Results stream back to the driver, which appends each row whose
   id is not written yet, flushed, exactly as the single-machine path does. A batch that
   Ray runs twice (a task retried after its actor died) cannot write a row twice, and a
@@ -30,7 +32,7 @@ import pickle
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import MissingExtraError
+from ..errors import ExpRLError, MissingExtraError
 from ..jsonl import SourceRow
 from ..results import BatchResult
 from .output import Output
@@ -40,13 +42,19 @@ __all__ = ["score_on_ray"]
 
 
 class _Scorer:
-    """A Ray Data actor: builds the pipeline once, grades one batch of groups per row."""
+    """A Ray Data actor: builds the pipeline once, grades one batch of groups per row.
 
-    def __init__(self, args: argparse.Namespace, settings: dict[str, Any]) -> None:
+    The run's options are class attributes of a subclass made per run (:func:`_bound`),
+    not constructor arguments: Ray ships such a class by value with the actor.
+    """
+
+    args: argparse.Namespace
+    settings: dict[str, Any]
+
+    def __init__(self) -> None:
         from .score import _pipeline
 
-        self.args, self.settings = args, settings
-        self.pipeline = _pipeline(args)
+        self.pipeline = _pipeline(self.args)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         from .records import record
@@ -67,6 +75,29 @@ class _Scorer:
         return {"records": records, "result": summaries}
 
 
+def _bound(args: argparse.Namespace, settings: dict[str, Any]) -> type[_Scorer]:
+    return type("Scorer", (_Scorer,), {"args": args, "settings": settings})
+
+
+def _check_placeable(nodes: list[dict[str, Any]], cpus: float, gpus: float) -> None:
+    """Refuse an actor size no live node can hold: Ray would wait for it forever."""
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive")]
+    if any(r.get("CPU", 0) >= cpus and r.get("GPU", 0) >= gpus for r in alive):
+        return
+    have = ", ".join(f"{r.get('CPU', 0):g} CPU / {r.get('GPU', 0):g} GPU" for r in alive)
+    raise ExpRLError(
+        f"no node of the Ray cluster can hold a judge actor of {cpus:g} CPU and {gpus:g} GPU"
+        f" (nodes: {have or 'none'}); lower --ray-cpus / --ray-gpus, or add such a node"
+    )
+
+
+class _NoProgressBarNotice(logging.Filter):
+    """Ray Data warns that its progress bars are off: this command shows its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Progress bars disabled")
+
+
 def _dataset_rows(batches: list[list[SourceRow]]) -> list[dict[str, Any]]:
     return [{"rows": pickle.dumps(batch)} for batch in batches]
 
@@ -83,19 +114,23 @@ def _stream(
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING)  # fmt: skip
+    nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
+    _check_placeable(nodes, args.ray_cpus, args.ray_gpus)
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").addFilter(_NoProgressBarNotice())
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # the output keeps the input's order
     context.enable_progress_bars = False
     dataset = ray.data.from_items(_dataset_rows(batches), override_num_blocks=len(batches))
     graded = dataset.map_batches(
-        _Scorer,
-        fn_constructor_args=(args, settings),
+        _bound(args, settings),
         batch_size=1,
-        concurrency=args.ray_actors,
+        compute=ray.data.ActorPoolStrategy(size=args.ray_actors),
         num_cpus=args.ray_cpus,
-        max_restarts=-1,  # an actor that dies is replaced ...
-        max_task_retries=-1,  # ... and its batch runs again
+        num_gpus=args.ray_gpus,
+        # Ray Data's own defaults for actor pools are max_restarts=-1 and
+        # max_task_retries=-1 (an actor that dies is replaced and its batch runs again);
+        # passing them is deprecated in Ray 2.60. tests/test_ray_score.py kills an actor.
     )
     for row in graded.iter_rows():
         yield json.loads(row["records"]), pickle.loads(row["result"])

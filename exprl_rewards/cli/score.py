@@ -167,6 +167,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--ray-cpus", type=float, default=0.5, help="CPUs each Ray actor reserves (default: 0.5)"
     )
+    r.add_argument(
+        "--ray-gpus",
+        type=float,
+        default=0,
+        help="GPUs each Ray actor reserves, for a judge in the actor (--vllm-model or the"
+        " embedded one; default: 0)",
+    )
     return p
 
 
