@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -106,3 +108,43 @@ def measure(server: VLLMServer, run: Callable[[], object]) -> Cost:
 def spread(values: Sequence[float]) -> str:
     """``min/median/max`` of wall times, in seconds."""
     return f"{min(values):.1f}/{statistics.median(values):.1f}/{max(values):.1f}"
+
+
+def write_gsm8k_input(path: Path, questions: int) -> int:
+    """The rollouts of :func:`gsm8k_rollouts` as a JSONL file; their count."""
+    rows = [{"id": r.id, "group_id": r.group_id, "question": r.question,
+             "reference": r.reference, "response": r.response}
+            for r in gsm8k_rollouts(questions)]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return len(rows)
+
+
+def judge_args(servers: Sequence[VLLMServer]) -> list[str]:
+    """The CLI's judge options for ``servers`` (replicas of one model)."""
+    return [*(a for s in servers for a in ("--base-url", s.url)), "--model", servers[0].model]
+
+
+def run_cli(
+    inp: Path, out: Path, judge: list[str], batch: int, extra: list[str]
+) -> dict[str, float]:
+    """One timed run of the score CLI (score-only outcome, no cache) with the ``judge``
+    options: its wall time and the judge tokens its summary counts."""
+    summary = out.with_suffix(".summary.json")
+    command = [sys.executable, "-m", "exprl_rewards.score", str(inp), "-o", str(out),
+               "--mode", "outcome", "--template", "outcome-score-only", *judge,
+               "--no-cache", "--batch-size", str(batch), "--summary-json", str(summary),
+               *extra]  # fmt: skip
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode:
+        raise RuntimeError(f"the score CLI failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    totals = json.loads(summary.read_text())
+    if totals["already_done"]:
+        raise RuntimeError(f"{out} held rows already: the run resumed, and its time means nothing")
+    return {
+        "wall": wall,
+        "prompt": totals["prompt_tokens"],
+        "completion": totals["completion_tokens"],
+        "scored": totals["scored"],
+    }

@@ -22,52 +22,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from _common import DATA, GSM8K_MODELS
+from _common import judge_args, run_cli, write_gsm8k_input
 
 from exprl_rewards.local_model import VLLMServer
 
 SETTINGS = {"single": [], "ray-1": ["--ray", "--ray-actors", "1"],
             "ray-2": ["--ray", "--ray-actors", "2"]}  # fmt: skip
-
-
-def write_input(path: Path, questions: int) -> int:
-    rows = []
-    with (DATA / "outcome_labels" / "gsm8k_example_model_solutions.jsonl").open() as f:
-        for q, line in zip(range(questions), f, strict=False):
-            row = json.loads(line)
-            for m in GSM8K_MODELS:
-                rows.append({"id": f"{q}/{m}", "group_id": str(q), "question": row["question"],
-                             "reference": row["ground_truth"], "response": row[m]["solution"]})  # fmt: skip
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return len(rows)
-
-
-def run(
-    inp: Path, out: Path, servers: list[VLLMServer], batch: int, extra: list[str]
-) -> dict[str, float]:
-    summary = out.with_suffix(".summary.json")
-    command = [sys.executable, "-m", "exprl_rewards.score", str(inp), "-o", str(out),
-               "--mode", "outcome", "--template", "outcome-score-only",
-               *(a for s in servers for a in ("--base-url", s.url)), "--model",
-               servers[0].model, "--no-cache", "--batch-size", str(batch),
-               "--summary-json", str(summary), *extra]  # fmt: skip
-    start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
-    wall = time.perf_counter() - start
-    totals = json.loads(summary.read_text())
-    return {
-        "wall": wall,
-        "prompt": totals["prompt_tokens"],
-        "completion": totals["completion_tokens"],
-    }
 
 
 def main() -> None:
@@ -83,8 +47,10 @@ def main() -> None:
         if args.servers > 1:
             settings[f"ray-2, {args.servers} servers"] = SETTINGS["ray-2"]
         inp = Path(tmp) / "in.jsonl"
-        n = write_input(inp, args.questions)
-        run(inp, Path(tmp) / "warm-up.jsonl", servers, args.batch_size, [])  # untimed: the
+        n = write_gsm8k_input(inp, args.questions)
+        run_cli(
+            inp, Path(tmp) / "warm-up.jsonl", judge_args(servers), args.batch_size, []
+        )  # untimed: the
         # servers' first requests are slow (3.5x in one measurement)
         walls: dict[str, list[float]] = {k: [] for k in settings}
         tokens: dict[str, tuple[float, float]] = {}
@@ -92,7 +58,7 @@ def main() -> None:
             for name, extra in settings.items():
                 out = Path(tmp) / f"{name.replace(' ', '')}-{repeat}.jsonl"
                 use = servers if "servers" in name else servers[:1]
-                got = run(inp, out, use, args.batch_size, extra)
+                got = run_cli(inp, out, judge_args(use), args.batch_size, extra)
                 walls[name].append(got["wall"])
                 tokens[name] = (got["prompt"], got["completion"])
         print(f"{n} rollouts, {args.repeats} repeats, batch {args.batch_size}; median wall")
