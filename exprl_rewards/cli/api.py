@@ -38,10 +38,11 @@ def _argv(options: dict[str, Any]) -> list[str]:
 
 
 def score_file(input: str | Path, output: str | Path, **options: Any) -> dict[str, Any]:
-    """Grade a JSONL file into ``output`` as the score CLI does; return its summary.
+    """Grade rollouts into ``output`` as the score CLI does; return its summary.
 
     Args:
-        input: JSONL rollouts.
+        input: JSONL rollouts: a file (plain, compressed or Parquet), a folder of shards,
+            or a URI such as ``s3://bucket/prefix`` (:mod:`exprl_rewards.sources`).
         output: the JSONL output (appended, resumable).
         **options: the CLI's options, e.g. ``mode="process-prefix"``,
             ``base_url=["http://127.0.0.1:8000/v1"]``, ``model="judge"``,
