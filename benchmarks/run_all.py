@@ -56,6 +56,11 @@ WITH_JUDGE = [
         "Scaling out: the score CLI against --ray with 1 and 2 actors",
         ["ray_scale.py", "--questions", "24", "--repeats", "3", "--servers", "2"],
     ),
+    (
+        "Judge replicas: several servers, vLLM data parallel and Ray Serve on one machine",
+        ["judge_replicas.py", "--questions", "24", "--repeats", "3"],
+    ),
+    ("The --ray driver's cost per input row, before any judge call", ["driver_scale.py"]),
 ]
 
 
