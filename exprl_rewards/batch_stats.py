@@ -13,6 +13,9 @@ side by side:
   gives GRPO no signal. Groups with no scored rollout are ``groups_unscored``;
 - ``last_step_mean``, ``last_step_std``: the last step's calibrated score over scored
   rollouts (the rollout's score in outcome mode).
+
+:func:`scalar_metrics` flattens them to named numbers, for loggers that take scalars
+(TRL's ``log_metric``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 if TYPE_CHECKING:
     from .results import RolloutResult
 
-__all__ = ["STEP_POSITIONS", "training_metrics"]
+__all__ = ["STEP_POSITIONS", "scalar_metrics", "training_metrics"]
 
 STEP_POSITIONS = 16
 
@@ -86,3 +89,25 @@ def training_metrics(results: Sequence[RolloutResult]) -> dict[str, Any]:
         "last_step_mean": float(np.mean(last)) if last else None,
         "last_step_std": float(np.std(last)) if last else None,
     }
+
+
+def scalar_metrics(results: Sequence[RolloutResult]) -> dict[str, float]:
+    """:func:`training_metrics` as named numbers: ``steps_per_response`` is its mean,
+    ``step_score_mean`` becomes ``step_score_mean/1``, ``/2``...; ``raw_score_counts``
+    and figures a batch does not have (None) are left out.
+
+    >>> scalar_metrics([])
+    {}
+    """
+    metrics = training_metrics(results)
+    out: dict[str, float] = {}
+    for position, value in enumerate(metrics["step_score_mean"] or [], start=1):
+        if value is not None:
+            out[f"step_score_mean/{position}"] = value
+    if metrics["steps_per_response"] is not None:
+        out["steps_per_response"] = metrics["steps_per_response"]["mean"]
+    for key in ("groups_all_zero", "groups_all_one", "groups_mixed", "groups_unscored",
+                "last_step_mean", "last_step_std"):  # fmt: skip
+        if metrics[key] is not None:
+            out[key] = float(metrics[key])
+    return out

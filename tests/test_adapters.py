@@ -80,7 +80,17 @@ def test_trl_logs_the_unscored_fraction_and_names_a_missing_column(
         solution=["R", "R"],
         log_metric=lambda name, value: logged.append((name, value)),
     )
-    assert logged == [("judge/unscored_frac", 0.5)]
+    assert logged == [
+        ("judge/unscored_frac", 0.5),
+        ("judge/step_score_mean/1", 0.75),  # (4 - 1) / 4, the one scored rollout
+        ("judge/steps_per_response", 1.0),
+        ("judge/groups_all_zero", 0.0),
+        ("judge/groups_all_one", 0.0),
+        ("judge/groups_mixed", 1.0),  # neither all 0 nor all 1
+        ("judge/groups_unscored", 0.0),
+        ("judge/last_step_mean", 0.75),
+        ("judge/last_step_std", 0.0),
+    ]
     with pytest.raises(InputError, match=r"no 'answer' column.*columns: solution"):
         TRLReward(pipeline, reference_column="answer")(["Q"], ["x"], solution=["R"])
 

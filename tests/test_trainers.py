@@ -10,6 +10,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import pytest
+
 from exprl_rewards.adapters import TRLReward
 from exprl_rewards.judges import OpenAIJudge
 from exprl_rewards.local_model import VLLMServer, default_model_dir
@@ -70,6 +72,14 @@ def test_grpo_trainer_steps_with_the_exprl_reward(
     for entry in logged:  # None: every completion of the step was unscored
         mean = entry["rewards/exprl/mean"]
         assert mean is None or 0.0 <= mean <= 1.0
+        # the released trainer's batch metrics, through TRL's own log_metric
+        assert 0.0 <= entry["exprl/unscored_frac"] <= 1.0
+        assert 0.0 <= entry["exprl/groups_unscored"] <= 1.0
+        assert entry["exprl/steps_per_response"] == 1.0  # outcome: one segment each
+        if "exprl/groups_mixed" in entry:  # some group had a score
+            shares = [entry[f"exprl/groups_{k}"] for k in ("all_zero", "all_one", "mixed")]
+            assert sum(shares) == pytest.approx(1.0)
+            assert 0.0 <= entry["exprl/last_step_mean"] <= 1.0
     assert trainer.state.global_step == 2
 
 

@@ -18,8 +18,10 @@ when *every* reward function returns None for it; next to a second reward functi
 sums with ``nansum``, so our None counts as 0 there. With several reward functions,
 pass ``unscored="group-mean"`` (the mean of the prompt's scored completions: zero
 advantage) or a number. The judge's reason and raw score per completion go to TRL's
-``log_extra`` (``<name>_reason``, ``<name>_raw``) and the unscored fraction to
-``log_metric`` (``<name>/unscored_frac``).
+``log_extra`` (``<name>_reason``, ``<name>_raw``); the unscored fraction and the
+released trainer's batch metrics go to ``log_metric`` (``<name>/unscored_frac``,
+``<name>/groups_mixed``, ``<name>/last_step_mean``, ``<name>/step_score_mean/1``...:
+:func:`~exprl_rewards.batch_stats.scalar_metrics`), which TRL averages per logging step.
 
 >>> from exprl_rewards.judges import OpenAIJudge
 >>> from exprl_rewards.pipeline import RewardPipeline
@@ -51,6 +53,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from ..batch_stats import scalar_metrics
 from ..errors import ConfigError, InputError
 from ..pipeline import BatchResult, RewardPipeline, RolloutResult
 from ..rollout import Rollout
@@ -164,6 +167,8 @@ class _TRLBase:
         if callable(log_metric) and results:
             unscored = sum(r.score is None for r in results)
             log_metric(f"{self.__name__}/unscored_frac", unscored / len(results))
+            for key, value in scalar_metrics(batch.results).items():
+                log_metric(f"{self.__name__}/{key}", value)
         if callable(log_extra) and results:
             log_extra(f"{self.__name__}_reason", [r.reason for r in results])
             log_extra(
