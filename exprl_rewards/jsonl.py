@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,6 +208,7 @@ def _rollout(
     fields: FieldMap,
     default_id: str,
     error: Callable[[str | None, str], RowError],
+    metadata: Mapping[str, str],
 ) -> Rollout | RowError:
     """The rollout in a row, checked; ``error(field, message)`` builds the RowError."""
     values: dict[str, Any] = {}
@@ -237,13 +238,22 @@ def _rollout(
             token_ids=tuple(checked.token_ids) if checked.token_ids is not None else None,
             token_offsets=tuple((a, b) for a, b in offsets) if offsets is not None else None,
             truncated=checked.truncated,
+            metadata={
+                key: value
+                for key, path in metadata.items()
+                if (value := get_path(data, path)) is not MISSING
+            },
         )
     except InputError as e:
         return error(fields.token_offsets if "token_offsets" in str(e) else None, str(e))
 
 
 def read_rollouts(
-    path: str, fields: FieldMap | None = None, *, reserved: str | None = None
+    path: str,
+    fields: FieldMap | None = None,
+    *,
+    reserved: str | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> tuple[list[SourceRow], list[RowError]]:
     """Read and validate every row of a JSONL file, a folder or a remote store.
 
@@ -252,6 +262,8 @@ def read_rollouts(
             (:mod:`exprl_rewards.sources`).
         fields: where each rollout field is.
         reserved: a top-level key that rows must not have (where results will go).
+        metadata: rollout metadata to fill: key -> dotted path in the row (missing
+            paths are left out).
 
     Returns:
         ``(rows, errors)``: the valid rows in file order, and one error per bad row.
@@ -281,7 +293,7 @@ def read_rollouts(
             continue
         in_folder = file.startswith(prefix)
         default_id = f"{file[len(prefix) :]}:L{number}" if in_folder else f"L{number}"
-        rollout = _rollout(data, fields, default_id, error)
+        rollout = _rollout(data, fields, default_id, error, metadata or {})
         if isinstance(rollout, RowError):
             errors.append(rollout)
             continue

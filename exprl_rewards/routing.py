@@ -102,6 +102,11 @@ class RoutedPipeline:
             raise ConfigError("RoutedPipeline needs at least one route")
         self.routes, self.route = dict(routes), route
 
+    @property
+    def judge(self) -> Judge:
+        """The first route's judge (:func:`released_routes` gives every route one judge)."""
+        return next(iter(self.routes.values())).judge
+
     def assign(self, rollouts: Sequence[Rollout]) -> list[str]:
         """Each rollout's route, checked before any judge call."""
         names: list[str] = []

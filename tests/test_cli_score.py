@@ -21,6 +21,7 @@ import pytest
 from fault_server import FaultServer
 
 from exprl_rewards.cli.score import main
+from exprl_rewards.templates import get_template
 
 from conftest import ROOT
 
@@ -384,3 +385,53 @@ def test_a_custom_score_only_template_reads_a_bare_number(
         assert run(server, *args) == 0
         scores[bool(flag)] = read(out)[0]["exprl"]["score"]
     assert scores == {False: None, True: 0.75}
+
+
+def test_route_released_grades_each_domain_with_its_pipeline(
+    server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    steps = "Let x = 2. [[score 3]] ### So x + 1 = 3. [[score 5]]"
+    rows = [
+        row("m1", "gm", response=steps, ability="math"),
+        row("m2", "gm", mark="1", ability="math"),
+        row("c1", "gc", mark="5", ability="code"),
+        row("c2", "gc", mark="1", ability="code"),
+        row("s1", "gs", mark="4", ability="science", extra_info={"answerKey": "B"}),
+        row("o1", "go", mark="2"),  # no ability: the released fallback, outcome
+    ]
+    source, out = write(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
+    judge = ["--base-url", server.url, *JUDGE]
+    assert main([str(source), "-o", str(out), "--route", "released", *judge]) == 0
+    got = {r["id"]: r["exprl"] for r in read(out)}
+    assert [r["id"] for r in read(out)] == [r["id"] for r in rows]
+    templates = {t: get_template(t).id for t in ("process-segment", "code-outcome", "outcome")}
+    routes = {k: (e["route"], e["mode"], e["judge"]["template"]) for k, e in got.items()}
+    assert routes == {
+        "m1": ("math", "process-segment", templates["process-segment"]),
+        "m2": ("math", "process-segment", templates["process-segment"]),
+        "c1": ("code", "outcome", templates["code-outcome"]),
+        "c2": ("code", "outcome", templates["code-outcome"]),
+        "s1": ("science-mcq", "process-segment", templates["process-segment"]),
+        "o1": ("other", "outcome", templates["outcome"]),
+    }
+    assert len(got["m1"]["segments"]) == 2  # '###' steps
+    assert got["c1"]["advantage"] > 0 > got["c2"]["advantage"]  # GRPO within the code group
+    settings = got["o1"]["settings"]
+    assert settings["route"] == "released"
+    assert settings["routes"]["code"]["template"] == templates["code-outcome"]
+    assert settings["routes"]["math"]["slicer"] == "exprl"
+
+    split = write(tmp_path / "split.jsonl", [row("a", "g", ability="math"),
+                                            row("b", "g", ability="code"), row("c", "h")])  # fmt: skip
+    before = server.requests
+    assert main([str(split), "-o", str(tmp_path / "x.jsonl"), "--route", "released", *judge]) == 2
+    err = capsys.readouterr().err
+    assert f"{split}:2: field 'ability': group 'g' takes routes 'math' ({split}:1), 'code'" in err
+    assert "2 bad input rows; nothing was graded" in err
+    assert server.requests == before
+    assert main([str(source), "-o", str(tmp_path / "y.jsonl"), "--route", "released",
+                 "--mode", "outcome", *judge]) == 1  # fmt: skip
+    assert (
+        "--route released picks each row's mode and template; drop --mode"
+        in capsys.readouterr().err
+    )

@@ -52,22 +52,26 @@ class _Scorer:
     settings: dict[str, Any]
 
     def __init__(self) -> None:
-        from .score import _pipeline
+        from .build import build_pipeline
 
-        self.pipeline = _pipeline(self.args)
+        self.pipeline = build_pipeline(self.args)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        from .build import with_routes
         from .records import record
 
         records, summaries = [], []
         for blob in batch["rows"]:
             rows: list[SourceRow] = pickle.loads(blob)
-            result = self.pipeline.score_sync([r.rollout for r in rows])
+            rollouts = [r.rollout for r in rows]
+            result = self.pipeline.score_sync(rollouts)
             out = []
-            for row, res in zip(rows, result.results, strict=True):
+            for row, res, (route, graded_by) in zip(
+                rows, result.results, with_routes(self.pipeline, rollouts), strict=True
+            ):
                 data = dict(row.data)
                 data[self.args.output_field] = record(
-                    res, self.pipeline, self.args.token_advantages, self.settings
+                    res, graded_by, self.args.token_advantages, self.settings, route=route
                 )
                 out.append(data)
             records.append(json.dumps(out))

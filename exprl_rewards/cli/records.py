@@ -19,13 +19,16 @@ def record(
     pipeline: RewardPipeline,
     with_tokens: bool,
     settings: dict[str, Any],
+    route: str | None = None,
 ) -> dict[str, Any]:
-    """The result of one rollout, with the run's settings (see the score CLI's docs)."""
+    """The result of one rollout, with the run's settings (see the score CLI's docs);
+    ``route``: the pipeline that graded it, under ``--route``."""
     judgements = result.judgements
     masses = [j.mass for j in judgements] if judgements else [None] * len(result.segments)
     out: dict[str, Any] = {
         "id": result.id,
         "group_id": result.group_id,
+        **({"route": route} if route is not None else {}),
         "mode": pipeline.mode,
         "score": result.score,
         "reason": result.reason,

@@ -17,7 +17,6 @@ first use), any OpenAI-compatible server (``--base-url``, ``--model``, key from
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -26,14 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..calibration import NORM_STRATEGIES, NormStrategyCalibrator, load_calibrator
+from ..calibration import NORM_STRATEGIES
 from ..errors import ExpRLError
 from ..jsonl import FieldMap, RowError, SourceRow, read_rollouts
-from ..judges.cache import JudgeCache
-from ..pipeline import BatchResult, RewardPipeline
+from ..pipeline import BatchResult
 from ..slicers import PRESETS
-from ..templates import MODES, TEMPLATES, load_template
-from .judge_args import add_judge_arguments, engine_log_of, make_judge
+from ..templates import MODES, TEMPLATES
+from .build import AnyPipeline, build_pipeline, route_errors, run_settings, with_routes
+from .judge_args import add_judge_arguments, engine_log_of
 from .output import Output, open_output
 from .records import record
 from .summary import Progress, print_summary, summarize
@@ -61,11 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"exprl-rewards {__version__}")
     g = p.add_argument_group("what to grade")
+    g.add_argument("--mode", choices=MODES, help="(default: process-segment, as released)")
     g.add_argument(
-        "--mode",
-        choices=MODES,
-        default="process-segment",
-        help="(default: process-segment, as released)",
+        "--route",
+        choices=["released"],
+        help="grade each row by its domain, as the released mixed-domain trainer:"
+        " process-segment ('###' steps) for ability math and multiple-choice science,"
+        " outcome with a domain template for code, other science and the rest; reads each"
+        " row's --ability-field and --extra-info-field",
     )
     g.add_argument(
         "--template",
@@ -123,6 +125,11 @@ def _parser() -> argparse.ArgumentParser:
             metavar="PATH",
             help=f"(default: {default})",
         )
+    f.add_argument("--ability-field", default="ability", metavar="PATH",
+                   help="the row's domain, for --route (default: ability)")  # fmt: skip
+    f.add_argument("--extra-info-field", default="extra_info", metavar="PATH",
+                   help="multiple-choice fields (choices, answerKey), for --route"
+                   " (default: extra_info)")  # fmt: skip
     add_judge_arguments(p)
     r = p.add_argument_group("run")
     r.add_argument(
@@ -191,38 +198,6 @@ def _batches(rows: list[SourceRow], size: int) -> Iterator[list[SourceRow]]:
         yield batch
 
 
-def _settings(pipeline: RewardPipeline, args: argparse.Namespace) -> dict[str, Any]:
-    """Everything that shapes a row's scores and advantages; stored in every row, and a
-    resume with other settings is refused (see :mod:`exprl_rewards.cli.output`)."""
-    judge = pipeline.judge
-    sampling_of = getattr(judge, "sampling", None)
-    sampling = sampling_of() if callable(sampling_of) else None
-    calibration = None
-    if args.calibration in NORM_STRATEGIES and not Path(args.calibration).exists():
-        calibration = args.calibration
-    elif args.calibration:
-        calibration = hashlib.sha256(Path(args.calibration).read_bytes()).hexdigest()[:16]
-    return {
-        "mode": pipeline.mode,
-        "template": pipeline.template.id,
-        "slicer": args.slicer if pipeline.mode != "outcome" else None,
-        "order": pipeline.order,
-        "estimator": pipeline.outcome_estimator
-        if pipeline.mode == "outcome"
-        else pipeline.process_estimator,
-        "reduce": pipeline.reduce,
-        "truncated": pipeline.truncated,
-        "calibration": calibration,
-        "judge": f"{getattr(judge, 'backend', '?')}:{getattr(judge, 'model', '?')}",
-        "sampling": sampling,
-        "prefill": pipeline.prefill,
-        "min_mass": pipeline.min_mass,
-        # only when set: rows written before the option existed resume as before
-        **({"think_strip": True} if pipeline.think_strip else {}),
-        "token_advantages": bool(args.token_advantages),
-    }
-
-
 def _report(
     batches: list[BatchResult],
     good: int,
@@ -275,38 +250,9 @@ def _report_bad_rows(errors: list[RowError], args: argparse.Namespace) -> int:
     return 0
 
 
-def _pipeline(args: argparse.Namespace) -> RewardPipeline:
-    cache = None if args.no_cache else JudgeCache(args.cache)
-    judge = make_judge(args, cache)
-    template = args.template
-    if template and template not in TEMPLATES:
-        template = load_template(Path(template), mode=args.mode, score_only=args.score_only)
-    options: dict[str, Any] = {
-        "mode": args.mode,
-        "template": template,
-        "slicer": args.slicer,
-        "order": args.order,
-        "truncated": args.truncated,
-        "prefill": not args.no_prefill,
-        "min_mass": args.min_mass,
-    }
-    if args.calibration in NORM_STRATEGIES and not Path(args.calibration).exists():
-        options["calibrator"] = NormStrategyCalibrator(args.calibration)
-    elif args.calibration:
-        options["calibrator"] = load_calibrator(args.calibration)
-    if args.reduce:
-        options["reduce"] = args.reduce
-    if args.think_strip:
-        options["think_strip"] = True
-    if args.estimator:
-        key = "outcome_estimator" if args.mode == "outcome" else "process_estimator"
-        options[key] = args.estimator
-    return RewardPipeline(judge, **options)
-
-
 def _score_here(
     args: argparse.Namespace,
-    pipeline: RewardPipeline,
+    pipeline: AnyPipeline,
     settings: dict[str, Any],
     batches: list[list[SourceRow]],
     output: Output,
@@ -315,13 +261,18 @@ def _score_here(
     """Grade ``batches`` in this process, one at a time; write each row not yet written."""
     results = []
     for batch in batches:
-        result = pipeline.score_sync([r.rollout for r in batch])
+        rollouts = [r.rollout for r in batch]
+        result = pipeline.score_sync(rollouts)
         results.append(result)
         written = []
-        for row, res in zip(batch, result.results, strict=True):
+        for row, res, (route, graded_by) in zip(
+            batch, result.results, with_routes(pipeline, rollouts), strict=True
+        ):
             if res.id not in output.done:
                 data = dict(row.data)
-                data[args.output_field] = record(res, pipeline, args.token_advantages, settings)
+                data[args.output_field] = record(
+                    res, graded_by, args.token_advantages, settings, route=route
+                )
                 written.append(data)
         output.write_rows(written)
         progress.update(len(written))
@@ -334,15 +285,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     fields = FieldMap(**{name: getattr(args, f"{name}_field") for name in vars(FieldMap())})
     try:
-        rows, errors = read_rollouts(args.input, fields, reserved=args.output_field)
+        metadata = {"ability": args.ability_field, "extra_info": args.extra_info_field}
+        rows, errors = read_rollouts(args.input, fields, reserved=args.output_field,
+                                     metadata=metadata if args.route else None)  # fmt: skip
     except ExpRLError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.route:
+        split = route_errors(rows, args.ability_field)
+        bad = {(e.path, e.line) for e in split}
+        rows, errors = [r for r in rows if (r.path, r.line) not in bad], errors + split
     if errors and _report_bad_rows(errors, args):
         return EXIT_BAD_INPUT
     try:
-        pipeline = _pipeline(args)
-        settings = _settings(pipeline, args)
+        pipeline = build_pipeline(args)
+        settings = run_settings(pipeline, args)
         if args.summary_json:
             Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
         output = open_output(

@@ -1,0 +1,138 @@
+"""The pipeline a score command line names, and the settings stored with every row.
+
+``--route released`` builds a :class:`~exprl_rewards.routing.RoutedPipeline` instead of
+one pipeline: each row goes to its domain's pipeline by the released rule (its
+``ability`` and ``extra_info``), and its record names the route. Shared by the
+single-machine path and the Ray actors, so both build and record alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..calibration import NORM_STRATEGIES, NormStrategyCalibrator, load_calibrator
+from ..errors import ConfigError
+from ..jsonl import RowError, SourceRow
+from ..judges.cache import JudgeCache
+from ..pipeline import RewardPipeline
+from ..rollout import Rollout
+from ..routing import RoutedPipeline, released_route, released_routes
+from ..templates import TEMPLATES, Mode, load_template
+from .judge_args import make_judge
+
+__all__ = ["AnyPipeline", "build_pipeline", "route_errors", "run_settings", "with_routes"]
+
+AnyPipeline = RewardPipeline | RoutedPipeline
+
+
+def _common_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "order": args.order,
+        "truncated": args.truncated,
+        "prefill": not args.no_prefill,
+        "min_mass": args.min_mass,
+    }
+    if args.calibration in NORM_STRATEGIES and not Path(args.calibration).exists():
+        options["calibrator"] = NormStrategyCalibrator(args.calibration)
+    elif args.calibration:
+        options["calibrator"] = load_calibrator(args.calibration)
+    if args.think_strip:
+        options["think_strip"] = True
+    return options
+
+
+def build_pipeline(args: argparse.Namespace) -> AnyPipeline:
+    """The judge and pipeline (or routed pipelines) the options name."""
+    if args.route:
+        given = [f"--{name}" for name in ("mode", "template", "estimator", "reduce")
+                 if getattr(args, name) is not None]  # fmt: skip
+        if given:
+            raise ConfigError(
+                f"--route {args.route} picks each row's mode and template; drop {', '.join(given)}"
+            )
+    cache = None if args.no_cache else JudgeCache(args.cache)
+    judge = make_judge(args, cache)
+    options = _common_options(args)
+    if args.route:
+        return RoutedPipeline(released_routes(judge, score_only=args.score_only, **options))
+    mode: Mode = args.mode or "process-segment"
+    template = args.template
+    if template and template not in TEMPLATES:
+        template = load_template(Path(template), mode=mode, score_only=args.score_only)
+    options.update(mode=mode, template=template, slicer=args.slicer)
+    if args.reduce:
+        options["reduce"] = args.reduce
+    if args.estimator:
+        options["outcome_estimator" if mode == "outcome" else "process_estimator"] = args.estimator
+    return RewardPipeline(judge, **options)
+
+
+def _pipeline_settings(
+    pipeline: RewardPipeline, slicer: str, calibration: str | None
+) -> dict[str, Any]:
+    judge = pipeline.judge
+    sampling_of = getattr(judge, "sampling", None)
+    outcome = pipeline.mode == "outcome"
+    return {
+        "mode": pipeline.mode,
+        "template": pipeline.template.id,
+        "slicer": None if outcome else slicer,
+        "order": pipeline.order,
+        "estimator": pipeline.outcome_estimator if outcome else pipeline.process_estimator,
+        "reduce": pipeline.reduce,
+        "truncated": pipeline.truncated,
+        "calibration": calibration,
+        "judge": f"{getattr(judge, 'backend', '?')}:{getattr(judge, 'model', '?')}",
+        "sampling": sampling_of() if callable(sampling_of) else None,
+        "prefill": pipeline.prefill,
+        "min_mass": pipeline.min_mass,
+        # only when set: rows written before the option existed resume as before
+        **({"think_strip": True} if pipeline.think_strip else {}),
+    }
+
+
+def run_settings(pipeline: AnyPipeline, args: argparse.Namespace) -> dict[str, Any]:
+    """Everything that shapes a row's scores and advantages; stored in every row, and a
+    resume with other settings is refused (see :mod:`exprl_rewards.cli.output`)."""
+    calibration = None
+    if args.calibration in NORM_STRATEGIES and not Path(args.calibration).exists():
+        calibration = args.calibration
+    elif args.calibration:
+        calibration = hashlib.sha256(Path(args.calibration).read_bytes()).hexdigest()[:16]
+    tokens = {"token_advantages": bool(args.token_advantages)}
+    if isinstance(pipeline, RoutedPipeline):
+        routes = {name: _pipeline_settings(p, "exprl", calibration)
+                  for name, p in pipeline.routes.items()}  # fmt: skip
+        return {"route": args.route, "routes": routes, **tokens}
+    return {**_pipeline_settings(pipeline, args.slicer, calibration), **tokens}
+
+
+def with_routes(
+    pipeline: AnyPipeline, rollouts: Sequence[Rollout]
+) -> list[tuple[str | None, RewardPipeline]]:
+    """Each rollout's route (None without routing) and the pipeline that grades it."""
+    if isinstance(pipeline, RoutedPipeline):
+        return [(name, pipeline.routes[name]) for name in pipeline.assign(rollouts)]
+    return [(None, pipeline)] * len(rollouts)
+
+
+def route_errors(rows: Sequence[SourceRow], field: str) -> list[RowError]:
+    """Every row of a group whose rows take different routes (the released rule), as
+    bad input naming the routes: a group's advantages need one pipeline."""
+    routes: dict[str, dict[str, SourceRow]] = {}
+    for row in rows:
+        routes.setdefault(row.rollout.group_id, {}).setdefault(released_route(row.rollout), row)
+    errors = []
+    for row in rows:
+        taken = routes[row.rollout.group_id]
+        if len(taken) > 1:
+            where = ", ".join(f"{name!r} ({r.path}:{r.line})" for name, r in taken.items())
+            message = (f"group {row.rollout.group_id!r} takes routes {where}; a group's"
+                       " advantages need one route")  # fmt: skip
+            errors.append(RowError(row.path, row.line, field, message, json.dumps(row.data)))
+    return errors
