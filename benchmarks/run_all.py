@@ -61,6 +61,10 @@ WITH_JUDGE = [
         ["judge_replicas.py", "--questions", "24", "--repeats", "3"],
     ),
     ("The --ray driver's cost per input row, before any judge call", ["driver_scale.py"]),
+    (
+        "The trainer's log-prob pass: memory of full logits, response-only, checkpointed",
+        ["logprob_memory.py"],
+    ),
 ]
 
 

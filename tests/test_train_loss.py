@@ -135,3 +135,39 @@ def test_token_logprobs_and_response_positions():
     assert batch.tokens.tolist() == [[4, 5, 0], [6, 2, 3]]
     assert batch.mask.tolist() == [[True, True, False], [True, True, True]]
     assert batch.input_ids.tolist() == [[7, 8, 9, 4, 5], [7, 6, 2, 3, 0]]
+
+
+def test_response_only_projection_equals_the_full_forward_on_the_real_model():
+    """The policy projects only the response positions onto the vocabulary; its
+    log-probs, entropies and gradients equal those of the full model's logits."""
+    from exprl_rewards.local_model import default_model_dir
+    from exprl_rewards.train.policy import Policy
+
+    policy = Policy(default_model_dir(), reference=False)
+    batch = Batch([[1, 504, 3458, 30], [1, 2018]], [[253, 1042, 28, 2], [4875, 30]])
+
+    def full(temperature: float):
+        logits = policy.model(input_ids=batch.input_ids, attention_mask=batch.attention).logits
+        rows = torch.arange(2).unsqueeze(-1)
+        logp = torch.log_softmax(logits[rows, batch.positions].float() / temperature, -1)
+        return logp.gather(-1, batch.tokens.unsqueeze(-1)).squeeze(-1), -(logp.exp() * logp).sum(-1)
+
+    def grad_of(logp):
+        policy.model.zero_grad()
+        (logp * batch.mask).sum().backward()
+        return policy.model.get_output_embeddings().weight.grad.clone()
+
+    got_logp, got_entropy = policy.logprobs(batch, temperature=0.7)
+    want_logp, want_entropy = full(0.7)
+    torch.testing.assert_close(got_logp[batch.mask], want_logp[batch.mask], rtol=0, atol=2e-5)
+    torch.testing.assert_close(got_entropy[batch.mask], want_entropy[batch.mask].detach(),
+                               rtol=0, atol=2e-5)  # fmt: skip
+    got, want = grad_of(got_logp), grad_of(full(0.7)[0])  # the tied embedding/head weight
+    assert float((got - want).norm() / want.norm()) < 1e-4  # float32 summation order only
+
+    checkpointed = Policy(default_model_dir(), reference=False, gradient_checkpointing=True)
+    logp_ckpt, _ = checkpointed.logprobs(batch, temperature=0.7)
+    torch.testing.assert_close(logp_ckpt, got_logp, rtol=0, atol=1e-6)
+    (logp_ckpt * batch.mask).sum().backward()
+    ckpt_grad = checkpointed.model.get_output_embeddings().weight.grad
+    assert float((ckpt_grad - want).norm() / want.norm()) < 1e-4

@@ -51,6 +51,11 @@ class PolicyConfig(_Section):
 
     model: str = Field("embedded", description="a model folder, or 'embedded' (SmolLM2-135M)")
     dtype: Literal["float32", "bfloat16"] = "float32"
+    gradient_checkpointing: bool = Field(
+        False,
+        description="recompute the decoder's activations in the backward pass: about half"
+        " the memory of a forward and backward pass, for ~0-8% more time (measured on CPU)",
+    )
 
 
 class DataConfig(_Section):
@@ -179,7 +184,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "run": {"steps": 30, "save_every": 10, "eval_samples": 4},
     },
     "gpu-paper": {
-        "policy": {"model": "Qwen/Qwen3-4B-Instruct-2507", "dtype": "bfloat16"},
+        "policy": {
+            "model": "Qwen/Qwen3-4B-Instruct-2507",
+            "dtype": "bfloat16",
+            "gradient_checkpointing": True,
+        },
         "data": {"dataset": "math500", "train_size": 400, "eval_size": 100},
         "sampler": {
             "prompts_per_step": 36,

@@ -26,15 +26,25 @@ __all__ = ["LossTerms", "kl_k3", "policy_loss", "token_entropy", "token_logprobs
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Log-probabilities of ``tokens`` ``[B, T]`` under ``logits`` ``[B, T, V]``."""
-    return torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    """Log-probabilities of ``tokens`` ``[B, T]`` under ``logits`` ``[B, T, V]``.
+
+    The picked logit minus the log-sum-exp: no ``[B, T, V]`` log-softmax is built (nor
+    kept for the backward pass), only ``[B, T]`` results.
+    """
+    logits = logits.float()
+    picked = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
 
 
 def token_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of each position's next-token distribution, ``[B, T]`` (no gradient)."""
+    """Entropy of each position's next-token distribution, ``[B, T]`` (no gradient),
+    one row at a time so that only one row's ``[T, V]`` softmax exists at once."""
     with torch.no_grad():
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        return -(logp.exp() * logp).sum(-1)
+        rows = []
+        for row in logits:
+            logp = torch.log_softmax(row.float(), dim=-1)
+            rows.append(-(logp.exp() * logp).sum(-1))
+        return torch.stack(rows)
 
 
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor, clamp: float = 10.0) -> torch.Tensor:

@@ -55,12 +55,20 @@ class Policy:
     """
 
     def __init__(
-        self, model_dir: str | Path, *, dtype: str = "float32", reference: bool = True
+        self,
+        model_dir: str | Path,
+        *,
+        dtype: str = "float32",
+        reference: bool = True,
+        gradient_checkpointing: bool = False,
     ) -> None:
         from transformers import AutoModelForCausalLM
 
         torch_dtype = getattr(torch, dtype)
         self.model: Any = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch_dtype)
+        if gradient_checkpointing:  # activations recomputed in backward: no KV cache to keep
+            self.model.config.use_cache = False
+            self.model.gradient_checkpointing_enable()
         self.model.train()
         self.reference: Any = None
         if reference:
@@ -71,10 +79,15 @@ class Policy:
     def _gather(
         self, model: Any, batch: Batch, temperature: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention).logits
-        logits = logits / temperature
-        rows = torch.arange(logits.shape[0]).unsqueeze(-1)
-        picked = logits[rows, batch.positions]  # [B, T, V]
+        rows = torch.arange(batch.input_ids.shape[0]).unsqueeze(-1)
+        trunk, head = model.base_model, model.get_output_embeddings()
+        if trunk is model or head is None or getattr(model.config, "final_logit_softcapping", None):
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention).logits
+            picked = logits[rows, batch.positions]  # [B, T, V]
+        else:  # the vocabulary projection of the response positions only, not the prompt's
+            hidden = trunk(input_ids=batch.input_ids, attention_mask=batch.attention)
+            picked = head(hidden.last_hidden_state[rows, batch.positions])  # [B, T, V]
+        picked = picked / temperature
         return token_logprobs(picked, batch.tokens), token_entropy(picked)
 
     def logprobs(self, batch: Batch, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -59,8 +59,12 @@ class Run:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         instruction = config.data.instruction
         self.prompts = [policy_prompt(self.tokenizer, t, instruction) for t in self.train_tasks]
-        self.policy = Policy(self.model_dir, dtype=config.policy.dtype,
-                             reference=config.optim.kl_coef > 0)  # fmt: skip
+        self.policy = Policy(
+            self.model_dir,
+            dtype=config.policy.dtype,
+            reference=config.optim.kl_coef > 0,
+            gradient_checkpointing=config.policy.gradient_checkpointing,
+        )
         o = config.optim
         self.optimizer = torch.optim.AdamW(
             self.policy.model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay
