@@ -48,6 +48,8 @@ def lay_out(folder: Path) -> Path:
     (folder / "step-2" / "c.jsonl.bz2").write_bytes(bz2.compress(jsonl([row("c1", "g2", 2)])))
     with pa.CompressedOutputStream(str(folder / "step-2" / "d.jsonl.zst"), "zstd") as f:
         f.write(jsonl([row("d1", "g3", 4)]))
+    with pa.CompressedOutputStream(str(folder / "step-2" / "e.jsonl.lz4"), "lz4") as f:
+        f.write(jsonl([row("e1", "g3", 2)]))
     (folder / "_SUCCESS").write_text("")
     (folder / ".a.jsonl.crc").write_text("not data")
     (folder / "notes.txt").write_text("not data")
@@ -77,10 +79,11 @@ def test_a_folder_of_plain_and_compressed_shards_is_read_in_path_order(
     assert run(server, str(folder), "-o", str(out)) == 0
     got = outputs(out)
     assert [r[:2] for r in got] == [("a1", 1.0), ("a2", 3.0), ("b1", 5.0), ("c1", 2.0),
-                                    ("d1", 4.0)]  # fmt: skip
-    assert [r[2] for r in got] == pytest.approx([-0.7071, 0.7071, 0.7071, -0.7071, 0], abs=1e-4)
+                                    ("d1", 4.0), ("e1", 2.0)]  # fmt: skip
+    want = [-0.7071, 0.7071, 0.7071, -0.7071, 0.7071, -0.7071]
+    assert [r[2] for r in got] == pytest.approx(want, abs=1e-4)
     assert run(server, str(folder), "-o", str(out)) == 0  # a rerun resumes: nothing twice
-    assert len(outputs(out)) == 5
+    assert len(outputs(out)) == 6
 
 
 def test_errors_name_the_shard_and_its_decompressed_line(

@@ -30,6 +30,11 @@ __all__ = ["AnyPipeline", "build_pipeline", "route_errors", "run_settings", "wit
 AnyPipeline = RewardPipeline | RoutedPipeline
 
 
+def _is_strategy(calibration: str | None) -> bool:
+    """``--calibration`` names a released norm_strategy (not a calibrator file)."""
+    return calibration in NORM_STRATEGIES and not Path(calibration).exists()
+
+
 def _common_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {
         "order": args.order,
@@ -37,7 +42,7 @@ def _common_options(args: argparse.Namespace) -> dict[str, Any]:
         "prefill": not args.no_prefill,
         "min_mass": args.min_mass,
     }
-    if args.calibration in NORM_STRATEGIES and not Path(args.calibration).exists():
+    if _is_strategy(args.calibration):
         options["calibrator"] = NormStrategyCalibrator(args.calibration)
     elif args.calibration:
         options["calibrator"] = load_calibrator(args.calibration)
@@ -100,7 +105,7 @@ def run_settings(pipeline: AnyPipeline, args: argparse.Namespace) -> dict[str, A
     """Everything that shapes a row's scores and advantages; stored in every row, and a
     resume with other settings is refused (see :mod:`exprl_rewards.cli.output`)."""
     calibration = None
-    if args.calibration in NORM_STRATEGIES and not Path(args.calibration).exists():
+    if _is_strategy(args.calibration):
         calibration = args.calibration
     elif args.calibration:
         calibration = hashlib.sha256(Path(args.calibration).read_bytes()).hexdigest()[:16]
