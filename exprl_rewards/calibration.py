@@ -319,6 +319,12 @@ def load_calibrator(path: str | Path) -> SavedCalibrator:
         if kind == "linear":
             return LinearCalibrator(meta=meta)
         if kind == "platt":
+            if not float(data["a"]) > 0:
+                raise InputError(
+                    f"{path}: field 'a': slope {data['a']} is not positive, so this calibrator"
+                    " would rank a higher judge score as less likely right; refit it on more"
+                    " labelled data (python -m exprl_rewards.audit)"
+                )
             return PlattCalibrator(a=float(data["a"]), b=float(data["b"]), meta=meta)
         if kind == "isotonic":
             return IsotonicCalibrator(

@@ -9,6 +9,8 @@ catch them all with ``except ExpRLError``::
     │   └── AlignmentError   token offsets that do not fit the text or its segments
     ├── CacheError           a judge cache file that cannot be opened or read
     ├── OutputError          an output path that is not this tool's to write
+    ├── JudgeUnavailable     the judge cannot be reached, does not serve the model, or
+    │                        answers nothing a score can be read from (a run stops)
     └── MissingExtraError    an optional dependency is not installed (names the extra)
 
 Messages say what was wrong and how to fix it. The judge and I/O layers add their own
@@ -23,6 +25,7 @@ __all__ = [
     "ConfigError",
     "ExpRLError",
     "InputError",
+    "JudgeUnavailable",
     "MissingExtraError",
     "OutputError",
 ]
@@ -50,6 +53,13 @@ class CacheError(ExpRLError):
 
 class OutputError(ExpRLError):
     """An output path is not this tool's own output, or is in use by another run."""
+
+
+class JudgeUnavailable(ExpRLError):
+    """The judge cannot grade: unreachable, a model it does not serve, a redirect, an
+    answer with no score in it, or too many requests failing on the backend mid-run.
+
+    A run that meets it stops with a non-zero exit; it is never written as a result."""
 
 
 class MissingExtraError(ExpRLError, ImportError):

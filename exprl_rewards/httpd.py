@@ -6,8 +6,12 @@ into a ``http.server`` handler; :class:`BoundedHTTPServer` serves it on at most
 
 - at most ``slots`` connections are served at once; a client past that gets a 503 at
   once, and a stalled one holds its slot only until the read deadline;
-- headers and body must arrive within ``read_timeout`` seconds in all, however slowly
-  they trickle (408); a missing, negative or non-numeric ``Content-Length`` is a 411 or
+- a request, its line, headers and body together, must arrive within ``read_timeout``
+  seconds of the moment the server starts reading it, however slowly it trickles: a
+  watchdog thread cuts the connection of a client whose headers are not in by then
+  (per-read socket timeouts let a byte every few seconds hold a slot forever), and a
+  body not in by then is a 408; an idle keep-alive connection is closed at the same
+  deadline. A missing, negative or non-numeric ``Content-Length`` is a 411 or
   400, a body over the limit a 413, and the connection is closed after each of these;
 - a request refused for its path or its token has its body read and discarded first,
   so the next request on a keep-alive connection is read from the right place;
@@ -22,6 +26,7 @@ import contextlib
 import hmac
 import json
 import logging
+import socket
 import sys
 import threading
 import time
@@ -62,6 +67,45 @@ class App(Protocol):
         ...
 
 
+class Watchdog:
+    """Cuts connections whose request did not arrive by its deadline.
+
+    A thread checks the armed connections every ``tick`` seconds and shuts down the
+    reading side of each one past its deadline: the handler's blocked read then ends,
+    whatever per-read timeout the socket has.
+    """
+
+    def __init__(self, tick: float = 0.1) -> None:
+        self._lock = threading.Lock()
+        self._deadlines: dict[socket.socket, float] = {}
+        self._stop = threading.Event()
+        self._tick = tick
+        threading.Thread(target=self._run, daemon=True, name="exprl-http-watchdog").start()
+
+    def arm(self, connection: socket.socket, deadline: float) -> None:
+        with self._lock:
+            self._deadlines[connection] = deadline
+
+    def disarm(self, connection: socket.socket) -> None:
+        with self._lock:
+            self._deadlines.pop(connection, None)
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._tick):
+            now = time.monotonic()
+            with self._lock:
+                late = [c for c, d in self._deadlines.items() if d <= now]
+                for c in late:
+                    del self._deadlines[c]
+            for c in late:
+                with contextlib.suppress(OSError):
+                    c.shutdown(socket.SHUT_RD)
+                _log.info("a request did not arrive in time; its connection was cut")
+
+
 class BoundedHTTPServer(ThreadingHTTPServer):
     """A thread per connection, at most ``slots`` of them; a client past that gets a 503."""
 
@@ -71,6 +115,11 @@ class BoundedHTTPServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], handler: Any, slots: int) -> None:
         super().__init__(address, handler)
         self.slots = threading.BoundedSemaphore(slots)
+        self.watchdog = Watchdog()
+
+    def server_close(self) -> None:
+        self.watchdog.close()
+        super().server_close()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.slots.acquire(blocking=False):
@@ -115,6 +164,33 @@ def make_handler(server: App) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
+        def handle_one_request(self) -> None:
+            # One deadline for the request line, the headers and the body.
+            self.deadline = time.monotonic() + server.read_timeout
+            watchdog: Watchdog = self.server.watchdog  # type: ignore[attr-defined]
+            watchdog.arm(self.connection, self.deadline)
+            try:
+                super().handle_one_request()
+            finally:
+                watchdog.disarm(self.connection)
+
+        def parse_request(self) -> bool:
+            # Past the deadline, what was read was cut short by the watchdog: answer 408
+            # rather than parse a partial request line or headers.
+            if not self._late() and super().parse_request() and not self._late():
+                self.server.watchdog.disarm(self.connection)  # type: ignore[attr-defined]
+                return True  # the body's reads keep to the same deadline
+            return False
+
+        def _late(self) -> bool:
+            if time.monotonic() < self.deadline:
+                return False
+            self.request_version, self.close_connection = "HTTP/1.1", True
+            self.command, self.requestline = "", ""
+            message = f"the request did not arrive within {server.read_timeout:g} s"
+            self._send(408, {"error": message})
+            return True
+
         def _send(self, status: int, payload: dict[str, Any]) -> None:
             data = json.dumps(payload, allow_nan=False, default=str).encode()
             try:
@@ -152,8 +228,8 @@ def make_handler(server: App) -> type[BaseHTTPRequestHandler]:
             return length
 
         def _body(self, length: int) -> bytes:
-            """Read the body within the read deadline, however it trickles in."""
-            deadline = time.monotonic() + server.read_timeout
+            """Read the body within the request's deadline, however it trickles in."""
+            deadline = self.deadline
             chunks: list[bytes] = []
             left = length
             try:
@@ -179,10 +255,13 @@ def make_handler(server: App) -> type[BaseHTTPRequestHandler]:
             return b"".join(chunks)
 
         def do_GET(self) -> None:
-            if self.path.rstrip("/") == "/health":
-                self._send(200, server.health())
-            else:
+            if self.path.rstrip("/") != "/health":
                 self._send(404, {"error": f"no such endpoint: GET {self.path}"})
+                return
+            try:
+                self._send(200, server.health())
+            except ClientError as e:  # the judge behind the server is down: not healthy
+                self._send(e.status, {"status": "unavailable", "error": str(e)})
 
         def do_POST(self) -> None:
             routes = server.routes()
@@ -196,11 +275,14 @@ def make_handler(server: App) -> type[BaseHTTPRequestHandler]:
                     raise ClientError(401, "missing or wrong bearer token")
                 try:
                     body = json.loads(raw)
+                    bad = find_bad_string(body)
                 except (json.JSONDecodeError, UnicodeDecodeError) as e:
                     raise ClientError(400, f"body is not JSON: {e}") from None
+                except RecursionError:
+                    raise ClientError(400, "body is nested too deep; flatten it") from None
                 if not isinstance(body, dict):
                     raise ClientError(400, "body must be a JSON object")
-                if (bad := find_bad_string(body)) is not None:
+                if bad is not None:
                     raise ClientError(
                         400, f"field {bad!r} has a lone surrogate escape, which is not text"
                     )

@@ -25,15 +25,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import InputError
 from .rollout import Rollout
-from .sources import records
+from .sources import is_uri, records
 
 __all__ = ["FieldMap", "RowError", "SourceRow", "find_bad_string", "get_path", "read_rollouts"]
 
@@ -169,6 +171,9 @@ def _not_json(value: Any, path: str = "") -> str | None:
     return path or "(row)"
 
 
+_TOO_DEEP = "nested too deep (arrays or objects hundreds of levels down); flatten the row"
+
+
 def _parse(
     file: str, number: int, raw: bytes | dict[str, Any]
 ) -> tuple[dict[str, Any], str] | RowError:
@@ -194,10 +199,16 @@ def _parse(
             return RowError(file, number, None, message, text)
         except ValueError as e:
             return RowError(file, number, None, f"not valid JSON: {e}", text)
+        except RecursionError:
+            return RowError(file, number, None, _TOO_DEEP, text[:2000])
         if not isinstance(data, dict):
             message = f"a row must be a JSON object, got {type(data).__name__}"
             return RowError(file, number, None, message, text)
-    if (bad := find_bad_string(data)) is not None:
+    try:
+        bad = find_bad_string(data)
+    except RecursionError:
+        return RowError(file, number, None, _TOO_DEEP, text[:2000])
+    if bad is not None:
         message = "has a lone surrogate (a \\ud800-\\udfff escape), which is not text"
         return RowError(file, number, bad, message, text)
     return data, text
@@ -248,6 +259,18 @@ def _rollout(
         return error(fields.token_offsets if "token_offsets" in str(e) else None, str(e))
 
 
+def _shard_name(file: str, path: str) -> str | None:
+    """``file``'s path inside the input folder ``path``, however ``path`` is spelled
+    (``sh``, ``./sh/``, ``/abs/sh``), so default ids do not change with the spelling;
+    None when ``path`` is the file itself."""
+    if is_uri(path):
+        prefix = path.split("?")[0].rstrip("/") + "/"
+        return file[len(prefix) :] if file.startswith(prefix) else None
+    if file == path or path == "-" or not os.path.isdir(path):
+        return None
+    return Path(os.path.abspath(file)).relative_to(os.path.abspath(path)).as_posix()
+
+
 def read_rollouts(
     path: str,
     fields: FieldMap | None = None,
@@ -274,7 +297,6 @@ def read_rollouts(
     rows: list[SourceRow] = []
     errors: list[RowError] = []
     seen: dict[str, tuple[str, int]] = {}
-    prefix = path.split("?")[0].rstrip("/") + "/"
     for file, number, raw in records(path):
         if isinstance(raw, bytes) and not raw.strip():
             continue
@@ -291,8 +313,8 @@ def read_rollouts(
             errors.append(error(reserved, "results are written to this field; pass"
                                 " --output-field with another name"))  # fmt: skip
             continue
-        in_folder = file.startswith(prefix)
-        default_id = f"{file[len(prefix) :]}:L{number}" if in_folder else f"L{number}"
+        shard = _shard_name(file, path)
+        default_id = f"{shard}:L{number}" if shard is not None else f"L{number}"
         rollout = _rollout(data, fields, default_id, error, metadata or {})
         if isinstance(rollout, RowError):
             errors.append(rollout)

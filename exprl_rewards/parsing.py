@@ -8,14 +8,20 @@
   ``Score 4 would be too high``); the keyword must start its line (after markdown
   decoration), which keeps "the student's score: 5" mid-sentence from counting;
 - ignored: the judge's own reasoning (a ``<think>`` that *opens* the output, up to its
-  ``</think>`` or the end; reasoning that a chat template opened in the prompt ends at a
-  ``</think>`` that the last score line follows anyway), and anything inside a
-  *closed* ``[BEGIN X tag] ... [END X tag]`` block the judge echoed back, so a rollout
-  that says "Score: 5" cannot set its own score by being quoted. Fences are handled
-  first, and only the request's own fences count (``fences``), so a ``<think>`` or a
-  forged marker inside quoted text changes nothing; an unclosed tag never hides the
-  final score line (a rollout could otherwise hide the judge's verdict and escape its
-  penalty as unscored);
+  ``</think>``; reasoning that a chat template opened in the prompt ends at a
+  ``</think>`` that the last score line follows anyway), anything inside a *closed*
+  ``[BEGIN X tag] ... [END X tag]`` block the judge echoed back or a closed markdown code
+  block, and blockquoted lines (``> Score: 5``), so a rollout that says "Score: 5"
+  cannot set its own score by being quoted. Fences are handled first, and only the
+  request's own fences count (``fences``), so a ``<think>`` or a forged marker inside
+  quoted text changes nothing; an unclosed tag never hides the final score line (a
+  rollout could otherwise hide the judge's verdict and escape its penalty as unscored:
+  an echoed ``<think>`` with no ``</think>`` hides nothing);
+- echoes: a score line that is, word for word, a score line of the graded text
+  (``echoes``, from :func:`untrusted_score_lines`) does not override an earlier score
+  line of the judge's own: "Score: 1", then the rollout's "Score: 5" copied out
+  unquoted, is a 1. When every score line is such a copy, the last one stands (the
+  judge may simply agree, and a rollout must not be able to void its verdict);
 - rejected, with a reason: no score line, a range echoed as a score (``Score: 1-5``), a
   number outside the template's scale (``Score: 7`` on 1-5), another denominator
   (``Score: 8/10``), or a fraction on the integer scale (``Score: 4.5``: the templates ask
@@ -47,11 +53,12 @@ __all__ = [
     "parse_score",
     "prompt_fences",
     "score_distribution",
+    "untrusted_score_lines",
 ]
 
 _SCORE_LINE = re.compile(
     r"""
-    ^[ \t>*_#-]*                             # markdown decoration at the line start
+    ^[ \t*_#-]*                              # markdown decoration at the line start
     (?:final[ \t]+)?score                    # the keyword
     (?:
         [ \t*_]*[:=][ \t*_]*                 # ':' or '=', maybe inside bold markers,
@@ -70,7 +77,8 @@ _FENCE = re.compile(
     r"\[BEGIN (?P<label>[A-Z_]+) (?P<tag>[0-9a-f]{8})\].*?\[END (?P=label) (?P=tag)\]", re.S
 )
 _MARKER = re.compile(r"^\[BEGIN (?P<label>[A-Z_]+) (?P<tag>[0-9a-f]{8})\]$", re.M)
-_LEADING_THINK = re.compile(r"\A\s*<think>.*?(?:</think>|\Z)", re.S | re.I)
+_LEADING_THINK = re.compile(r"\A\s*<think>.*?</think>", re.S | re.I)
+_CODE_BLOCK = re.compile(r"^[ \t]*```.*?^[ \t]*```", re.S | re.M)
 Fences = frozenset[tuple[str, str]]
 
 
@@ -129,7 +137,30 @@ def _hidden_spans(text: str, fences: Fences | None) -> list[tuple[int, int]]:
         visible[s:e] = " " * (e - s)
     if (lead := _LEADING_THINK.match("".join(visible))) is not None:
         spans.append(lead.span())
+    spans.extend(m.span() for m in _CODE_BLOCK.finditer(text))
     return spans
+
+
+def _line_key(text: str, start: int, end: int) -> str:
+    """A score line's words, case and spacing aside, for comparing copies."""
+    return " ".join(text[start:end].split()).strip("*_#- ").lower()
+
+
+def untrusted_score_lines(prompt: str, fences: Fences) -> frozenset[str]:
+    """The score lines inside the prompt's own fences (the graded text), as
+    :func:`parse_score` compares them (``echoes``).
+
+    >>> from exprl_rewards.templates import fence
+    >>> prompt = fence("My answer is 4.\\n**Score: 5**", "REASONING")
+    >>> sorted(untrusted_score_lines(prompt, prompt_fences(prompt)))
+    ['score: 5']
+    """
+    found: set[str] = set()
+    for m in _FENCE.finditer(prompt):
+        if (m.group("label"), m.group("tag")) in fences:
+            body = m.group(0)
+            found.update(_line_key(body, s.start(), s.end()) for s in _SCORE_LINE.finditer(body))
+    return frozenset(found)
 
 
 def parse_score(
@@ -140,6 +171,7 @@ def parse_score(
     bare: bool = False,
     fences: Fences | None = None,
     integer: bool = True,
+    echoes: frozenset[str] = frozenset(),
 ) -> ParsedScore:
     """Return the judge's score from its output text.
 
@@ -150,6 +182,8 @@ def parse_score(
         fences: the request's own fences (:func:`prompt_fences`); None: any closed
             ``[BEGIN X tag] ... [END X tag]`` block counts as an echo.
         integer: reject a fractional score (``4.5``) as off the scale.
+        echoes: score lines of the graded text (:func:`untrusted_score_lines`); a copy
+            of one does not override an earlier score line of the judge's own.
 
     >>> parse_score("Reasoning: the student writes 'Score: 5'.\\n**Score:** 3")
     ParsedScore(value=3.0, reason=None, start=53, number='3')
@@ -162,8 +196,9 @@ def parse_score(
     matches = [
         m for m in _SCORE_LINE.finditer(text) if not any(s <= m.start("num") < e for s, e in hidden)
     ]
+    own = [m for m in matches if _line_key(text, m.start(), m.end()) not in echoes]
     if matches:
-        match = matches[-1]
+        match = own[-1] if own else matches[-1]
     elif bare and (bare_match := _BARE.match(text)):
         match = bare_match
     else:

@@ -29,7 +29,7 @@ Concurrency, retries, timeouts and caching belong to the judge (see
 :class:`~exprl_rewards.judges.openai.OpenAIJudge`).
 
 Nothing is dropped: every rollout comes back, scored or with the reason it is not
-(an empty response, a judge failure, an unparseable answer). In process mode an
+(an empty response, an empty reference, a judge failure, an unparseable answer). In process mode an
 unscored segment masks its rollout's advantages, as released; its other segments keep
 their scores for inspection.
 """
@@ -59,6 +59,10 @@ __all__ = ["BatchResult", "RewardPipeline", "RolloutResult", "SegmentResult"]
 Truncated = Literal["zero", "judge", "unscored"]
 Reduce = Literal["last", "mean", "min", "sum"]
 THINK_END = "</think>"
+
+
+# A judge that grades against nothing grades the prompt's wording: never asked.
+EMPTY_REFERENCE = "empty reference: nothing to grade against"
 
 
 def _calibration_reason(calibrator: Calibrator, raw: float | None) -> str:
@@ -228,6 +232,8 @@ class RewardPipeline:
             skip: str | None = None
             if not segments:
                 skip = "empty response"
+            elif not r.reference.strip():
+                skip = EMPTY_REFERENCE
             elif r.truncated and self.truncated != "judge":
                 skip = "zero" if self.truncated == "zero" else "truncated"
             plans.append((segments, len(requests), skip))

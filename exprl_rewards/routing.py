@@ -20,6 +20,7 @@ error, not two half-groups.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -30,7 +31,51 @@ from .pipeline import RewardPipeline
 from .results import BatchResult, RolloutResult
 from .rollout import Rollout
 
-__all__ = ["RoutedPipeline", "released_route", "released_routes"]
+__all__ = ["RoutedPipeline", "released_route", "released_routes", "route_problem"]
+
+_DOMAINS = ("math", "science", "code")
+
+
+def _extra_info(rollout: Rollout) -> Any:
+    """``extra_info``, read from JSON when a dataset stored it as a string."""
+    extra = rollout.metadata.get("extra_info")
+    if isinstance(extra, str):
+        try:
+            return json.loads(extra)
+        except json.JSONDecodeError:
+            return extra
+    return extra
+
+
+def route_problem(rollout: Rollout) -> str | None:
+    """Why the released rule cannot route this rollout as its data means, or None.
+
+    The rule sends anything it does not know to outcome grading, so a domain spelt
+    another way (``["math"]``, ``"math/algebra"``, a missing ``ability``) would silently
+    lose its per-step grading: those are refused, with the fix. Case and surrounding
+    spaces are normalised (``" Math"`` is math).
+
+    >>> r = Rollout(id="1", group_id="g", question="q", reference="r", response="a",
+    ...             metadata={"ability": "math/algebra"})
+    >>> route_problem(r)[:64]
+    "ability 'math/algebra' names a domain but is not one of math, sc"
+    """
+    if "ability" not in rollout.metadata:
+        return "ability is missing: --route released reads each row's domain from it"
+    ability = rollout.metadata["ability"]
+    if not isinstance(ability, str):
+        return f"ability {ability!r} is not a string such as 'math'"
+    name = ability.strip().lower()
+    if name not in _DOMAINS and any(d in name for d in _DOMAINS):
+        return (
+            f"ability {ability!r} names a domain but is not one of {', '.join(_DOMAINS)}:"
+            " write it as one of those (a domain the released rule does not know is graded"
+            " per rollout, as 'other')"
+        )
+    extra = _extra_info(rollout)
+    if extra is not None and not isinstance(extra, Mapping):
+        return f"extra_info is not an object (or a JSON string of one): {str(extra)[:60]!r}"
+    return None
 
 
 def released_route(rollout: Rollout) -> str:
@@ -41,11 +86,11 @@ def released_route(rollout: Rollout) -> str:
     >>> released_route(r)
     'science-mcq'
     """
-    ability = str(rollout.metadata.get("ability") or "").lower()
+    ability = str(rollout.metadata.get("ability") or "").strip().lower()
     if ability in ("math", "code"):
         return ability
     if ability == "science":
-        extra = rollout.metadata.get("extra_info") or {}
+        extra = _extra_info(rollout) or {}
         mcq = isinstance(extra, Mapping) and ("choices" in extra or "answerKey" in extra)
         return "science-mcq" if mcq else "science"
     return "other"

@@ -11,7 +11,9 @@ Endpoints:
     loopback without ``--token``.
 ``POST /score``  native: ``{"rollouts": [{"id", "group_id", "question", "reference",
     "response"}, ...]}`` -> per-rollout score, reason, advantage and segments.
-``GET /health``  ``{"status": "ok", ...}``.
+``GET /health``  ``{"status": "ok", "judge": ...}`` when the judge passes its check (a
+    model list and a one-line request, at most once every ``--health-interval``
+    seconds); a 503 ``{"status": "unavailable", "error": ...}`` naming the judge when not.
 
 All requests share one event loop, hence the judge's concurrency budget and cache.
 Binds 127.0.0.1 unless told otherwise; ``--token`` (or ``$EXPRL_SERVE_TOKEN``) requires
@@ -30,6 +32,10 @@ a 400 naming the field.
 
 OpenRLHF needs a number per sample: an unscored one gets a neutral value (see
 :mod:`exprl_rewards.adapters.common`), and ``extra_logs["exprl_unscored"]`` flags it.
+A judge that never answered is no verdict: every such sample is logged with its reason
+and flagged in ``extra_logs["exprl_backend_failed"]``, and a batch in which *no* judged
+sample got an answer is a 503 naming the judge, never a page of neutral values. The
+server checks its judge before it listens (``main`` exits 3 when the judge is down).
 """
 
 from __future__ import annotations
@@ -38,17 +44,20 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from .adapters.common import UnscoredPolicy
 from .adapters.openrlhf import openrlhf_answer, openrlhf_batch
-from .errors import ExpRLError, InputError
+from .errors import ConfigError, ExpRLError, InputError, JudgeUnavailable
 from .httpd import BoundedHTTPServer, ClientError, Route, make_handler
+from .judges.health import check_judge, describe_judge, is_backend_failure
 from .pipeline import BatchResult, RewardPipeline
 from .rollout import Rollout
 
@@ -70,6 +79,7 @@ class RewardServer:
         unscored, neutral: the value an unscored sample gets.
         read_timeout: seconds a request's headers and body may take to arrive, in all.
         max_connections: connections served at once; more get a 503.
+        health_interval: seconds a judge check answers ``/health`` before the next.
     """
 
     def __init__(
@@ -86,13 +96,19 @@ class RewardServer:
         neutral: float = 0.5,
         read_timeout: float = 30.0,
         max_connections: int = 64,
+        health_interval: float = 10.0,
     ) -> None:
+        if not math.isfinite(neutral):
+            raise ConfigError(f"the neutral value {neutral!r} is not a finite number")
         self.pipeline, self.token = pipeline, token
         self.max_body_bytes, self.max_batch = max_body_bytes, max_batch
         self.request_timeout, self.unscored, self.neutral = request_timeout, unscored, neutral
-        self.read_timeout = read_timeout
+        self.read_timeout, self.health_interval = read_timeout, health_interval
+        self._health_lock = threading.Lock()
+        self._health: tuple[float, str | None] | None = None  # (when, error) of the last check
         self.loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._serving = False
         self.httpd = BoundedHTTPServer((host, port), make_handler(self), max_connections)
 
     @property
@@ -100,15 +116,22 @@ class RewardServer:
         host, port = self.httpd.server_address[:2]
         return f"http://{host!s}:{port}"
 
+    def start_loop(self) -> None:
+        """Start the judging loop (once), before or without serving."""
+        if not self._loop_thread.is_alive():
+            self._loop_thread.start()
+
     def start(self) -> RewardServer:
         """Serve on background threads; returns self."""
-        self._loop_thread.start()
+        self.start_loop()
+        self._serving = True
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         return self
 
     def serve_forever(self) -> None:
         """Serve on this thread until interrupted."""
-        self._loop_thread.start()
+        self.start_loop()
+        self._serving = True
         try:
             self.httpd.serve_forever()
         finally:
@@ -116,7 +139,8 @@ class RewardServer:
 
     def close(self) -> None:
         """Stop serving, then stop and close the judging loop."""
-        self.httpd.shutdown()
+        if self._serving:  # shutdown() waits for a serve_forever that never ran
+            self.httpd.shutdown()
         self.httpd.server_close()
         if self._loop_thread.is_alive():
             self.loop.call_soon_threadsafe(self.loop.stop)
@@ -143,6 +167,35 @@ class RewardServer:
                 504, f"judging took longer than {self.request_timeout:g} s; try a smaller batch"
             ) from None
 
+    def check_judge(self) -> None:
+        """Run the judge's check on the server's loop.
+
+        Raises:
+            JudgeUnavailable: the judge cannot grade (see :func:`check_judge`).
+        """
+        future = asyncio.run_coroutine_threadsafe(check_judge(self.pipeline.judge), self.loop)
+        try:
+            future.result(timeout=self.request_timeout)
+        except FutureTimeout:
+            future.cancel()
+            raise JudgeUnavailable(
+                f"the {describe_judge(self.pipeline.judge)} did not answer its check within"
+                f" {self.request_timeout:g} s"
+            ) from None
+
+    def _judged(self, results: Sequence[Any], skipped: int = 0) -> None:
+        """Log every sample the judge never answered; a 503 when none was answered."""
+        failed = [r for r in results if any(is_backend_failure(j.reason) for j in r.judgements)]
+        for r in failed:
+            _log.warning("judge backend failure, sample %s: %s", r.id, r.reason)
+        if failed and len(failed) == len(results):
+            raise ClientError(
+                503,
+                f"the {describe_judge(self.pipeline.judge)} answered none of the"
+                f" {len(results)} samples it was asked ({failed[0].reason}); no rewards."
+                " Check the judge server",
+            )
+
     def openrlhf(self, body: dict[str, Any]) -> dict[str, Any]:
         """``POST /get_reward`` (see :mod:`exprl_rewards.adapters.openrlhf`)."""
         try:
@@ -152,6 +205,7 @@ class RewardServer:
         if len(batch.groups) > self.max_batch:
             raise ClientError(413, f"{len(batch.groups)} samples; the limit is {self.max_batch}")
         results = self._score(batch.rollouts).results if batch.rollouts else ()
+        self._judged(results)
         return openrlhf_answer(batch, results, self.unscored, self.neutral)
 
     def native(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -180,6 +234,7 @@ class RewardServer:
             batch = self._score(rollouts)
         except InputError as e:
             raise ClientError(400, str(e)) from None
+        self._judged(batch.results)
         return {
             "results": [
                 {
@@ -201,6 +256,20 @@ class RewardServer:
         return {"/get_reward": self.openrlhf, "/score": self.native}
 
     def health(self) -> dict[str, Any]:
+        """``GET /health``: ok only while the judge passes its check (re-run at most
+        every ``health_interval`` seconds); else a 503 naming the judge."""
+        with self._health_lock:
+            now = time.monotonic()
+            if self._health is None or now - self._health[0] >= self.health_interval:
+                try:
+                    self.check_judge()
+                    self._health = (now, None)
+                except JudgeUnavailable as e:
+                    _log.warning("health check: %s", e)
+                    self._health = (now, str(e))
+            error = self._health[1]
+        if error is not None:
+            raise ClientError(503, error)
         judge = self.pipeline.judge
         return {
             "status": "ok",
@@ -208,6 +277,19 @@ class RewardServer:
             "template": self.pipeline.template.name,
             "judge": f"{getattr(judge, 'backend', '?')}:{getattr(judge, 'model', '?')}",
         }
+
+
+def _unscored_policy(value: str) -> UnscoredPolicy:
+    """``--unscored``: 'group-mean' or a finite number (a trainer cannot use NaN or inf)."""
+    if value == "group-mean":
+        return "group-mean"
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not 'group-mean' or a number") from None
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a finite number")
+    return number
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -225,9 +307,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--template", help=f"a built-in ({', '.join(TEMPLATES)}) or a .jinja file")
     p.add_argument("--slicer", default="exprl")
     p.add_argument("--calibration", metavar="FILE", help="a calibrator saved by the audit")
-    p.add_argument("--unscored", default="group-mean", help="'group-mean' or a number")
-    p.add_argument("--max-body-bytes", type=int, default=32 << 20)
-    p.add_argument("--max-batch", type=int, default=4096)
+    p.add_argument(
+        "--unscored",
+        default="group-mean",
+        type=_unscored_policy,
+        help="the reward an unscored sample gets: 'group-mean' (its group's scored mean,"
+        " else neutral) or a finite number (default: group-mean)",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=32 << 20,
+        help="larger request bodies get a 413 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=4096,
+        help="samples per request; more get a 413 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--health-interval",
+        type=float,
+        default=10.0,
+        help="seconds between judge checks behind GET /health (default: %(default)s)",
+    )
     p.add_argument(
         "--request-timeout",
         type=float,
@@ -255,14 +359,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pathlib import Path
 
     from .calibration import load_calibrator
-    from .cli.judge_args import make_judge
+    from .cli.judge_args import default_template, make_judge
     from .judges.cache import JudgeCache
     from .templates import TEMPLATES, load_template
 
     args = _parser().parse_args(argv)
     try:
         cache = None if args.no_cache else JudgeCache(args.cache)
-        template: Any = args.template
+        template: Any = args.template or default_template(args, args.mode)
         if template and template not in TEMPLATES:
             template = load_template(Path(template), mode=args.mode)
         pipeline = RewardPipeline(
@@ -270,18 +374,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             calibrator=load_calibrator(args.calibration) if args.calibration else None,
             prefill=not args.no_prefill, min_mass=args.min_mass,
         )  # fmt: skip
-        unscored: UnscoredPolicy = (
-            "group-mean" if args.unscored == "group-mean" else float(args.unscored)
-        )
         server = RewardServer(
             pipeline, host=args.host, port=args.port, token=args.token,
             max_body_bytes=args.max_body_bytes, max_batch=args.max_batch,
-            request_timeout=args.request_timeout, unscored=unscored,
+            request_timeout=args.request_timeout, unscored=args.unscored,
             read_timeout=args.read_timeout, max_connections=args.max_connections,
+            health_interval=args.health_interval,
         )  # fmt: skip
     except (ExpRLError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if not args.no_judge_check:
+        server.start_loop()
+        try:
+            server.check_judge()
+        except JudgeUnavailable as e:
+            print(f"error: {e}", file=sys.stderr)
+            server.close()
+            return 3
     log = getattr(server.pipeline.judge, "engine_log", None)
     print(
         f"exprl-rewards: serving on {server.url} (POST /get_reward, /score; GET /health)"

@@ -98,8 +98,11 @@ class Source:
             handle = self.fs.open_input_file(self.path) if self.fs is not None else self.name
             for batch in pq.ParquetFile(handle).iter_batches():
                 yield from batch.to_pylist()
-        except OSError as e:
-            raise InputError(f"cannot read {self.name}: {e}") from e
+        except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+            raise InputError(
+                f"cannot read {self.name} as Parquet: {e}. Check that the file is complete"
+                " (a copy cut short has no footer), or give JSONL"
+            ) from e
 
 
 def _wanted(name: str) -> bool:

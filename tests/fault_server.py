@@ -21,6 +21,10 @@ the first token's alternatives that would have made a score: ``echo`` ("1-5"),
 only digit alternative is a "1" at probability 3e-7). ``quote`` (the judge quotes a
 stray ``<think>`` and an unclosed fence marker, then gives "Score: 1").
 
+``GET /v1/models`` lists :attr:`FaultServer.models`, each with a ``root`` as vLLM
+reports it. A server made with ``redirect_to=URL`` answers every request with a 307 to
+that URL (a judge address that forwards the prompt elsewhere).
+
 Malformed answers, each a 200: ``content_int``, ``content_parts``, ``logprob_huge``,
 ``logprob_str``, ``logprob_null``, ``token_null``.
 """
@@ -48,7 +52,8 @@ def scripted(content: str, tokens: list[tuple[str, list[tuple[str, float]]]]) ->
         "content": [
             {
                 "token": token,
-                "logprob": top[0][1],
+                # as a real server reports it: its entry in the top list, or below them all
+                "logprob": next((lp for t, lp in top if t == token), min(lp for _, lp in top) - 1),
                 "bytes": list(token.encode()),
                 "top_logprobs": [
                     {"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top
@@ -117,10 +122,12 @@ def completion(content: str, logprobs: bool) -> dict[str, Any]:
                     {"token": d, "logprob": lp, "bytes": [ord(d)]}
                     for d, lp in (("4", -0.5), ("5", -1.5), ("3", -2.0))
                 ]
+            listed = [t["logprob"] for t in top if t["token"] == ch]
             tokens.append(
                 {
                     "token": ch,
-                    "logprob": top[0]["logprob"],
+                    # its own entry, or below the list: a sampled token, as a server reports
+                    "logprob": listed[0] if listed else min(t["logprob"] for t in top) - 1,
                     "bytes": list(ch.encode()),
                     "top_logprobs": top,
                 }
@@ -146,9 +153,26 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_GET(self) -> None:
+        if self.server.redirect_to:
+            self._send(307, b"", Location=self.server.redirect_to + self.path[len("/v1") :])
+        elif self.path.rstrip("/") == "/v1/models":
+            data = [{"id": m, "object": "model", "created": 0, "owned_by": "fault",
+                     "root": f"/models/{m}-{self.server.revision}", "max_model_len": 2048}
+                    for m in self.server.models]  # fmt: skip
+            self._send(200, json.dumps({"object": "list", "data": data}).encode())
+        else:
+            self._send(404, b'{"error": {"message": "not found"}}')
+
     def do_POST(self) -> None:
         # The client may give up first (a timeout test): then there is nobody to answer.
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            if self.server.redirect_to:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with self.server.lock:
+                    self.server.requests += 1
+                self._send(307, b"", Location=self.server.redirect_to + self.path[len("/v1") :])
+                return
             self._answer()
 
     def _answer(self) -> None:
@@ -241,8 +265,15 @@ class FaultServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # socketserver's 5 refuses bursts of concurrent clients
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        models: tuple[str, ...] = ("marks", "m", "fault-model", "fault", "judge"),
+        revision: str = "r1",
+        redirect_to: str | None = None,
+    ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.models, self.revision, self.redirect_to = models, revision, redirect_to
         self.lock = threading.Lock()
         self.attempts: dict[str, int] = {}
         self.bodies: list[dict[str, Any]] = []  # every request body, parsed, in order

@@ -214,7 +214,11 @@ def test_openrlhf_protocol_and_health(server: RewardServer) -> None:
     unscored = {"query": ["P x [[score none]]"], "prompts": ["P"], "labels": [label]}
     body = post(server, "/get_reward", unscored).json()
     assert body["rewards"] == [0.5]  # neutral, and flagged
-    assert body["extra_logs"] == {"exprl_unscored": [1.0], "exprl_prompt_matched": [1.0]}
+    assert body["extra_logs"] == {
+        "exprl_unscored": [1.0],
+        "exprl_backend_failed": [0.0],  # a verdict without a score, not an outage
+        "exprl_prompt_matched": [1.0],
+    }
     health = requests.get(server.url + "/health", timeout=5).json()
     assert health["status"] == "ok"
     assert health["mode"] == "outcome"

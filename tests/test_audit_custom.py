@@ -102,3 +102,47 @@ def test_a_process_audit_runs_on_the_users_step_labelled_file(
     assert report["items"] == 24
     assert report["samples"]["total"] == sum(len(t["steps"]) for t in traces)
     assert report["parse"]["failure_rate"] == 0.0
+
+
+def test_a_misspelt_first_error_field_is_an_error_not_all_correct(
+    traces: list[dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path / "pb.jsonl", traces)
+    with pytest.raises(InputError, match=r"pb\.jsonl:1: field 'lable' is missing \(the row's keys"):
+        load_dataset(path, steps_field="steps", first_error_field="lable")
+    code = main(["--data", path, "--steps-field", "steps", "--first-error-field", "lable",
+                 "--out", str(tmp_path / "r"), "--base-url", "http://127.0.0.1:9/v1",
+                 "--model", "m"])  # fmt: skip
+    assert code == 2
+    assert "--first-error-field" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_audit_never_saves_a_calibrator_fitted_on_too_few_units(
+    tmp_path: Path, fault: FaultServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """8 units, the right ones judged low and the wrong ones high: Platt fits an
+    inverted map on the 4 fit units. It is reported, and not saved."""
+    rows = [{"id": f"r{i}", "group_id": f"g{i}", "question": f"Q{i}?", "reference": "R.",
+             "response": f"A [[score {2 if i % 2 else 5}]]", "correct": i % 2}
+            for i in range(8)]  # fmt: skip
+    data = write(tmp_path / "labelled.jsonl", rows)
+    out = tmp_path / "report"
+    code = main(["--data", data, "--out", str(out), "--base-url", fault.url, "--model", "marks",
+                 "--no-cache", "--top-logprobs", "0", "--bootstrap", "20", "--probes", "0"])  # fmt: skip
+    assert code == 0
+    assert "calibrator 'platt' not saved: fitted on" in capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert "platt" in report["calibrators_refused"]
+    assert not (out / "calibrator.json").exists()
+    assert not (out / "calibrators" / "platt.json").exists()
+    assert "is not saved" in (out / "REPORT.md").read_text()
+
+
+def test_an_inverted_platt_calibrator_is_refused_when_loaded(tmp_path: Path) -> None:
+    from exprl_rewards.calibration import PlattCalibrator, load_calibrator
+
+    path = tmp_path / "platt.json"
+    PlattCalibrator(a=-39.0, b=20.0).save(path)
+    with pytest.raises(InputError, match=r"slope -39\.0 is not positive"):
+        load_calibrator(path)

@@ -397,7 +397,7 @@ def test_route_released_grades_each_domain_with_its_pipeline(
         row("c1", "gc", mark="5", ability="code"),
         row("c2", "gc", mark="1", ability="code"),
         row("s1", "gs", mark="4", ability="science", extra_info={"answerKey": "B"}),
-        row("o1", "go", mark="2"),  # no ability: the released fallback, outcome
+        row("o1", "go", mark="2", ability="Logic "),  # unknown: the released fallback
     ]
     source, out = write(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
     judge = ["--base-url", server.url, *JUDGE]
@@ -422,7 +422,7 @@ def test_route_released_grades_each_domain_with_its_pipeline(
     assert settings["routes"]["math"]["slicer"] == "exprl"
 
     split = write(tmp_path / "split.jsonl", [row("a", "g", ability="math"),
-                                            row("b", "g", ability="code"), row("c", "h")])  # fmt: skip
+                                            row("b", "g", ability="code"), row("c", "h", ability="x")])  # fmt: skip
     before = server.requests
     assert main([str(split), "-o", str(tmp_path / "x.jsonl"), "--route", "released", *judge]) == 2
     err = capsys.readouterr().err
@@ -435,3 +435,69 @@ def test_route_released_grades_each_domain_with_its_pipeline(
         "--route released picks each row's mode and template; drop --mode"
         in capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize(
+    ("ability", "extra", "message"),
+    [
+        (None, None, "ability is missing"),
+        (["math"], None, "ability ['math'] is not a string"),
+        ("math/algebra", None, "'math/algebra' names a domain but is not one of math"),
+        ("Mathematics", None, "names a domain"),
+        ("science", "not json", "extra_info is not an object"),
+    ],
+)
+def test_route_released_refuses_a_domain_it_would_silently_misroute(
+    server: FaultServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    ability: Any,
+    extra: Any,
+    message: str,
+) -> None:
+    fields: dict[str, Any] = {} if ability is None else {"ability": ability}
+    if extra is not None:
+        fields["extra_info"] = extra
+    source = write(tmp_path / "in.jsonl", [row("a", "g", **fields), row("b", "g", **fields)])
+    before = server.requests
+    code = main([str(source), "-o", str(tmp_path / "o.jsonl"), "--route", "released",
+                 "--base-url", server.url, *JUDGE])  # fmt: skip
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert server.requests == before
+
+
+def test_route_released_normalises_case_spaces_and_json_extra_info(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    rows = [row("m", "gm", ability=" Math"),
+            row("s", "gs", ability="SCIENCE", extra_info=json.dumps({"choices": ["A", "B"]}))]  # fmt: skip
+    out = tmp_path / "o.jsonl"
+    assert main([str(write(tmp_path / "in.jsonl", rows)), "-o", str(out), "--route", "released",
+                 "--base-url", server.url, *JUDGE]) == 0  # fmt: skip
+    assert [r["exprl"]["route"] for r in read(out)] == ["math", "science-mcq"]
+
+
+def test_route_released_refuses_a_slicer(
+    server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write(tmp_path / "in.jsonl", [row("m", "g", ability="math")])
+    assert main([str(source), "-o", str(tmp_path / "o.jsonl"), "--route", "released",
+                 "--slicer", "newline", "--base-url", server.url, *JUDGE]) == 1  # fmt: skip
+    assert "drop --slicer" in capsys.readouterr().err
+
+
+def test_the_defaults_work_together_with_the_embedded_judge(tmp_path: Path) -> None:
+    """No --mode, no --template: the embedded judge gets the default mode's score-only
+    template, so rows are scored (its reasoning template left every row 'no score line')."""
+    first4 = write(tmp_path / "in.jsonl", EXAMPLES.read_text().splitlines()[:4])
+    out = tmp_path / "out.jsonl"
+    assert main([str(first4), "-o", str(out), "--cache", str(tmp_path / "c.sqlite"),
+                 "--progress", "off"]) == 0  # fmt: skip
+    rows = read(out)
+    settings = rows[0]["exprl"]["settings"]
+    assert settings["mode"] == "process-segment"
+    assert settings["template"] == get_template("process-segment-score-only").id
+    reasons = [s["reason"] for r in rows for s in r["exprl"]["segments"]]
+    assert not any(r and "no score line" in r for r in reasons)
+    assert sum(r["exprl"]["score"] is not None for r in rows) >= 3

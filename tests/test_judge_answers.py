@@ -14,7 +14,7 @@ import pytest
 from fault_server import FaultServer
 
 from exprl_rewards.judges import JudgeCache, JudgeRequest, OpenAIJudge, judge_sync
-from exprl_rewards.judges.base import DEFAULT_MIN_MASS, RawOutput
+from exprl_rewards.judges.base import DEFAULT_MIN_MASS, RawOutput, TokenLogprobs, finish
 
 
 @pytest.fixture
@@ -151,3 +151,31 @@ def test_timeout_bounds_the_whole_attempt_not_each_read(server: FaultServer) -> 
     assert result.score is None
     assert result.reason == "backend: timeout"
     assert result.attempts == 1
+
+
+def test_logprobs_that_contradict_the_text_are_a_malformed_answer() -> None:
+    request = JudgeRequest(messages=({"role": "user", "content": "Grade."},), prefill="Score: ")
+    top = (("5", -0.01), ("1", -4.6))
+    # The text says 1; its own logprob claims 0.99, its top-list entry 0.01.
+    forged = RawOutput("1", (TokenLogprobs("1", -0.01, top),))
+    judgement = finish(request, forged, backend="openai", model="m")
+    assert judgement.score is None
+    assert judgement.reason is not None
+    assert judgement.reason.startswith("backend: malformed answer")
+    assert "top list" in judgement.reason
+    # Missing from the list yet likelier than its last entry: also impossible.
+    absent = RawOutput("1", (TokenLogprobs("1", -0.01, (("5", -0.01), ("4", -4.6))),))
+    assert finish(request, absent, backend="openai", model="m").score is None
+    # Consistent: the sampled 1 at its listed logprob; the distribution refines it.
+    honest = RawOutput("1", (TokenLogprobs("1", -4.6, top),))
+    assert finish(request, honest, backend="openai", model="m").score is not None
+
+
+def test_a_judge_cut_inside_its_own_reasoning_is_unscored() -> None:
+    request = JudgeRequest(messages=({"role": "user", "content": "Grade."},))
+    cut = RawOutput("<think>\nScore: 5 looks right, but", finish_reason="length")
+    judgement = finish(request, cut, backend="openai", model="m")
+    assert judgement.score is None
+    assert "inside the judge's <think>" in (judgement.reason or "")
+    done = RawOutput("<think>\nScore: 5 looks right", finish_reason="stop")
+    assert finish(request, done, backend="openai", model="m").score == 5.0

@@ -168,7 +168,7 @@ def test_an_actor_no_node_can_hold_is_refused_at_once(tmp_path):
         json.dumps({"id": "r", "question": "Q", "reference": "R", "response": "A"}) + "\n"
     )
     proc = score(inp, tmp_path / "out.jsonl", "--base-url", "http://127.0.0.1:9/v1", "--model",
-                 "m", "--ray", "--ray-gpus", "1", wait=False)  # fmt: skip
+                 "m", "--ray", "--ray-gpus", "1", "--no-judge-check", wait=False)  # fmt: skip
     _, err = proc.communicate(timeout=300)  # without the check, Ray waits for a GPU forever
     assert proc.returncode == 1
     assert "no node of the Ray cluster can hold a judge actor of 0.5 CPU and 1 GPU" in err

@@ -6,6 +6,7 @@ HTTP. After each hostile exchange the server must still answer a normal request 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
@@ -112,6 +113,31 @@ def test_a_trickled_body_meets_a_deadline_not_a_per_read_timeout(server: RewardS
     status, error = exchange(server, headers(len(data)) + data, pause=0.05)  # ~10 s in all
     assert status == 408
     assert "did not arrive within 1 s" in error
+    still_right(server)
+
+
+def test_headers_trickled_a_byte_at_a_time_do_not_hold_the_slots(server: RewardServer) -> None:
+    """Every slot taken by a client sending its headers a byte every 0.2 s: the
+    request's one deadline frees them, where per-read timeouts never fired (issue 24)."""
+    host, port = server.httpd.server_address[:2]
+    raw = headers(len(body()))
+    slow = [socket.create_connection((str(host), port), timeout=15) for _ in range(3)]
+    statuses: list[int] = []
+    try:
+        start = time.monotonic()
+        sent = 0
+        while time.monotonic() - start < 4.0:  # 4 s of trickling, a read deadline of 1 s
+            for s in slow:
+                with contextlib.suppress(OSError):
+                    s.sendall(raw[sent % len(raw) : sent % len(raw) + 1])
+            sent += 1
+            time.sleep(0.2)
+            if time.monotonic() - start > 1.5 and not statuses:
+                statuses.append(exchange(server, headers(len(body())) + body())[0])
+    finally:
+        for s in slow:
+            s.close()
+    assert statuses == [200]
     still_right(server)
 
 

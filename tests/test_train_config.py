@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -67,3 +68,79 @@ def test_help_and_config_errors_need_neither_torch_nor_vllm(tmp_path):
     assert out.returncode == 0
     assert "Stage II" in out.stdout
     assert "cpu-tiny" in out.stdout
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[optim]\nlr = inf\n", "optim.lr: Input should be a finite number"),
+    ("[sampler]\ntemperature = inf\n", "sampler.temperature: Input should be a finite number"),
+    ("[optim]\nkl_coef = nan\n", "optim.kl_coef: Input should be a finite number"),
+    ("[optim]\nmax_grad_norm = inf\n", "optim.max_grad_norm: Input should be a finite number"),
+    ("[optim]\nbetas = [1.5, 2]\n", "optim.betas.0: Input should be less than 1"),
+    ("[optim]\nclip_low = 5\n", "optim.clip_low: Input should be less than 1"),
+    ("[run]\nseed = -1\n", "run.seed: Input should be greater than or equal to 0"),
+    ("[run]\nsteps = true\n", "run.steps: Input should be a valid integer"),
+    ("[run]\nsteps = \"3\"\n", "run.steps: Input should be a valid integer"),
+    ("[judge]\nslicer = \"newlines\"\n", "judge.slicer: unknown 'newlines'; known: exprl"),
+    ("[judge]\nestimator = \"deltanorm\"\n", "judge.estimator: unknown 'deltanorm'; known: delta"),
+    ("[judge]\ntemplate = \"outcome-scoreonly\"\n", "neither a built-in"),
+])  # fmt: skip
+def test_out_of_range_and_coerced_values_are_refused(tmp_path, text, message):
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(path)
+
+
+def test_a_config_that_is_not_utf8_is_a_clear_error(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_bytes(b"[run]\nsteps = 3 # caf\xe9\n")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_config(path)
+
+
+def _run_folder(tmp_path, metrics: str, *, lr: float = 1e-5) -> TrainConfig:
+    out = tmp_path / "run"
+    out.mkdir(exist_ok=True)
+    config = load_config("cpu-tiny").override({"run": {"out": str(out)}, "optim": {"lr": lr}})
+    (out / "config.json").write_text(config.model_dump_json())
+    (out / "metrics.jsonl").write_text(metrics)
+    return config
+
+
+def test_a_used_run_folder_needs_resume_and_the_same_config(tmp_path):
+    from exprl_rewards.train.resume import check_run_folder
+
+    config = _run_folder(tmp_path, '{"step": 1}\n{"step": 2}\n')
+    with pytest.raises(ConfigError, match=r"holds a run \(2 metrics rows\): pass --resume"):
+        check_run_folder(config, resume=False)
+    check_run_folder(config, resume=True)
+    check_run_folder(config.override({"run": {"steps": 60}}), resume=True)  # may grow
+    for change in ({"optim": {"lr": 0.5}}, {"run": {"seed": 3}}, {"run": {"stage": "II"}}):
+        with pytest.raises(ConfigError, match="was run with another config"):
+            check_run_folder(config.override(change), resume=True)
+
+
+def test_resume_before_the_first_checkpoint_redoes_the_logged_steps(tmp_path):
+    from exprl_rewards.train.resume import drop_rows_after
+
+    config = _run_folder(tmp_path, '{"step": 1}\n{"step": 2}\n{"step": 3, "rew')  # cut off
+    log = config.run.out / "metrics.jsonl"
+    drop_rows_after(log, 2)  # a checkpoint at step 2; the cut-off row is no crash
+    assert log.read_text() == '{"step": 1}\n{"step": 2}\n'
+    drop_rows_after(log, 0)  # no checkpoint: steps restart at 1, so no row stays
+    assert log.read_text() == ""
+    log.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+    with pytest.raises(ConfigError, match=r"metrics\.jsonl:2: not a JSON row"):
+        drop_rows_after(log, 5)
+
+
+def test_the_cli_refuses_a_used_folder_without_resume(tmp_path):
+    config = _run_folder(tmp_path, '{"step": 1}\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "exprl_rewards.train", "cpu-tiny", "--out", str(config.run.out),
+         "--lr", "1e-5"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "pass --resume" in result.stderr
+    assert (config.run.out / "metrics.jsonl").read_text() == '{"step": 1}\n'

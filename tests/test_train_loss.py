@@ -159,9 +159,11 @@ def test_response_only_projection_equals_the_full_forward_on_the_real_model():
 
     got_logp, got_entropy = policy.logprobs(batch, temperature=0.7)
     want_logp, want_entropy = full(0.7)
-    torch.testing.assert_close(got_logp[batch.mask], want_logp[batch.mask], rtol=0, atol=2e-5)
-    torch.testing.assert_close(got_entropy[batch.mask], want_entropy[batch.mask].detach(),
-                               rtol=0, atol=2e-5)  # fmt: skip
+    torch.testing.assert_close(got_logp[batch.mask], want_logp[batch.mask], rtol=1e-5, atol=2e-5)
+    # float32 summation order: ~4e-6 relative on entropies of ~6 nats on some CPUs
+    torch.testing.assert_close(
+        got_entropy[batch.mask], want_entropy[batch.mask].detach(), rtol=1e-5, atol=2e-5
+    )
     got, want = grad_of(got_logp), grad_of(full(0.7)[0])  # the tied embedding/head weight
     assert float((got - want).norm() / want.norm()) < 1e-4  # float32 summation order only
 

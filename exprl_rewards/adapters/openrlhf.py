@@ -24,19 +24,19 @@ anywhere kills the rollout. So:
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InputError
-from ..pipeline import RolloutResult
+from ..judges.health import is_backend_failure
+from ..pipeline import EMPTY_REFERENCE, RolloutResult
 from ..rollout import Rollout
 from .chat_text import clean_response, question_from_prompt
 from .common import UnscoredPolicy, fill_unscored
 
 __all__ = ["OpenRLHFBatch", "openrlhf_answer", "openrlhf_batch"]
-
-EMPTY_REFERENCE = "empty reference: nothing to grade against"
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,20 @@ def _strings(body: dict[str, Any], key: str, n: int | None = None) -> list[str]:
     return value
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _finite(value: Any, i: int) -> str:
+    """A numeric label as text; NaN and infinities (``1e400``) are no reference."""
+    if not math.isfinite(value):
+        raise InputError(
+            f"sample {i}: label {value!r} is not a finite number, so there is no reference"
+            " to grade against; send the reference solution as text"
+        )
+    return str(value)
+
+
 def _label(label: Any, i: int) -> tuple[str, str | None]:
     """``(reference, question or None)`` from one label."""
     if isinstance(label, str) and label.lstrip().startswith("{"):
@@ -70,8 +84,8 @@ def _label(label: Any, i: int) -> tuple[str, str | None]:
     if isinstance(label, dict):
         reference = label.get("solution", label.get("reference"))
         question = label.get("question")
-        if isinstance(reference, (int, float)) and not isinstance(reference, bool):
-            reference = str(reference)
+        if _number(reference):
+            reference = _finite(reference, i)
         if not isinstance(reference, str) or not isinstance(question, (str, type(None))):
             raise InputError(
                 f"sample {i}: a JSON label needs 'solution' (or 'reference') and an optional"
@@ -80,8 +94,8 @@ def _label(label: Any, i: int) -> tuple[str, str | None]:
         return reference, question
     if isinstance(label, str):
         return label, None
-    if isinstance(label, (int, float)) and not isinstance(label, bool):
-        return str(label), None
+    if _number(label):
+        return _finite(label, i), None
     raise InputError(f"sample {i}: a label must be text, a number or an object, got {label!r:.80}")
 
 
@@ -118,7 +132,8 @@ def openrlhf_answer(
     unscored: UnscoredPolicy = "group-mean",
     neutral: float = 0.5,
 ) -> dict[str, Any]:
-    """The answer OpenRLHF reads: numbers only, unscored samples filled and flagged."""
+    """The answer OpenRLHF reads: numbers only, unscored samples filled and flagged
+    (``exprl_unscored``; ``exprl_backend_failed`` when the judge never answered)."""
     judged = iter(results)
     every = [
         RolloutResult(str(i), group, None, batch.skipped[i], None, ())
@@ -132,6 +147,10 @@ def openrlhf_answer(
         "scores": rewards,
         "extra_logs": {
             "exprl_unscored": [float(r.score is None) for r in every],
+            # the judge never answered: no verdict, where exprl_unscored may be a parse
+            "exprl_backend_failed": [
+                float(any(is_backend_failure(j.reason) for j in r.judgements)) for r in every
+            ],
             "exprl_prompt_matched": [float(m) for m in batch.prompt_matched],
         },
     }

@@ -286,7 +286,14 @@ def _jsonl_steps(
             raise InputError(f"{where}: field {steps_field!r}: expected a list of step strings")
         if first_error_field is not None:
             first = get_path(row, first_error_field)
-            first = -1 if first is None or first is MISSING else first
+            if first is MISSING:  # a misspelt field must not label every step right
+                keys = ", ".join(sorted(row)) if isinstance(row, dict) else "none"
+                raise InputError(
+                    f"{where}: field {first_error_field!r} is missing (the row's keys: {keys});"
+                    " pass --first-error-field with the field that holds the index of the"
+                    " first wrong step (-1 or null: none)"
+                )
+            first = -1 if first is None else first
             if (
                 isinstance(first, bool)
                 or not isinstance(first, int)

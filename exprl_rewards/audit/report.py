@@ -72,6 +72,8 @@ def _markdown(report: dict[str, Any], headline: str, plots: list[str], note: str
     for name, q in report["eval"].items():
         mark = " (headline)" if name == headline else ""
         lines.append(f"| {name}{mark} | " + " | ".join(_fmt(q[k]) for k in keys) + " |")
+    for name, why in report.get("calibrators_refused", {}).items():
+        lines.append(f"\n**`{name}` is not saved**: {why}.")
     lines += ["", "Judge-corrected pass rate (Rogan-Gladen; TPR/FPR from the fit split):", ""]
     lines += ["| calibrator | observed | corrected | true |", "|---|---|---|---|"]
     for name, q in report["eval"].items():

@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 
 from .. import metrics
-from ..calibration import Kind, LinearCalibrator, SavedCalibrator, probs_matrix
+from ..calibration import Kind, LinearCalibrator, PlattCalibrator, SavedCalibrator, probs_matrix
 from ..errors import ConfigError
 from ..fitting import fit_calibrator
+from ..judges.health import is_backend_failure
 from ..pipeline import RewardPipeline, RolloutResult
 from .datasets import Labelled
 
@@ -271,6 +272,39 @@ def judge_items(
     return [results[i] for i in range(len(items))]
 
 
+# Fewer scored units than this fit noise (an 8-unit Platt fit came out with slope -39).
+MIN_FIT_UNITS = 30
+
+
+def _refuse(calibrators: dict[str, SavedCalibrator], quality: dict[str, Any]) -> dict[str, str]:
+    """The fitted calibrators that must not be saved, and why: too few units, an inverted
+    map (a higher judge score meaning less likely right), or worse than the plain linear
+    map on the held-out eval split. ``score --calibration`` would apply them."""
+    refused = {}
+    linear = quality.get("linear", {}).get("brier")
+    for name, cal in calibrators.items():
+        if name == "linear":
+            continue
+        n = int(cal.meta.get("n", 0))
+        brier = quality.get(name, {}).get("brier")
+        if n < MIN_FIT_UNITS:
+            refused[name] = f"fitted on {n} scored units, fewer than {MIN_FIT_UNITS}"
+        elif isinstance(cal, PlattCalibrator) and cal.a <= 0:
+            refused[name] = f"inverted: slope {cal.a:.3g} makes a higher score less likely right"
+        elif (
+            brier is not None
+            and linear is not None
+            and not math.isnan(brier.value)
+            and not math.isnan(linear.value)
+            and brier.value > linear.value
+        ):
+            refused[name] = (
+                f"worse than linear on the eval split (Brier {brier.value:.3f} vs"
+                f" {linear.value:.3f})"
+            )
+    return refused
+
+
 def audit(
     pipeline: RewardPipeline,
     items: Sequence[Labelled],
@@ -331,6 +365,8 @@ def audit(
             "failure_rate": sum(reasons.values()) / len(judgements) if judgements else None,
             "reasons": dict(reasons.most_common(10)),
             "logprob_scored": sum(j.expected is not None for j in judgements),
+            # requests the judge never answered: not parse failures, and no measurement
+            "backend_failed": sum(is_backend_failure(j.reason) for j in judgements),
         },
         "calibrators": {name: c.to_dict() for name, c in calibrators.items()},
         "eval": {},
@@ -355,6 +391,9 @@ def audit(
             steps = [s for s in samples if s.split == "eval"]
             quality["processbench"] = _processbench(items, steps, p[ev], options)
         report["eval"][name] = quality
+    report["calibrators_refused"] = refused = _refuse(calibrators, report["eval"])
+    for name in refused:
+        del calibrators[name]
     pos = labelled & (a["label"] == 1)
 
     def rank_ci(x: np.ndarray, mask: np.ndarray) -> metrics.Estimate:

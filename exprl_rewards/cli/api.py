@@ -58,14 +58,17 @@ def score_file(input: str | Path, output: str | Path, **options: Any) -> dict[st
     from .score import main
 
     with tempfile.TemporaryDirectory() as tmp:
-        summary = Path(tmp) / "summary.json"
+        given = options.pop("summary_json", None)  # written there too, with the CLI's checks
+        summary = Path(given) if given is not None else Path(tmp) / "summary.json"
         argv = [str(input), "-o", str(output), *_argv(options), "--summary-json", str(summary)]
         err = io.StringIO()
         try:
             with contextlib.redirect_stderr(err):
                 code = main(argv)
-        except SystemExit as e:  # argparse rejects an option
-            raise ExpRLError(f"score_file: bad options: {err.getvalue().strip()}") from e
+        except SystemExit as e:  # argparse rejects an option: its last line says which
+            lines = err.getvalue().strip().splitlines() or ["?"]
+            message = lines[-1].split(": error: ", 1)[-1]
+            raise ExpRLError(f"score_file: bad option: {message}") from e
         if code != 0:
             raise ExpRLError(f"score_file failed (exit {code}): {err.getvalue().strip()}")
         result: dict[str, Any] = json.loads(summary.read_text(encoding="utf-8"))

@@ -23,9 +23,10 @@ from ..audit.datasets import DATASETS, load_dataset
 from ..audit.report import write_report
 from ..audit.run import AuditOptions, audit
 from ..calibration import CALIBRATORS
-from ..errors import ExpRLError
+from ..errors import ExpRLError, JudgeUnavailable
 from ..jsonl import FieldMap
 from ..judges.cache import JudgeCache
+from ..judges.health import check_judge_sync, describe_judge
 from ..pipeline import RewardPipeline
 from ..slicers import PRESETS
 from ..templates import MODES, TEMPLATES, Mode, load_template
@@ -131,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             template = load_template(Path(template), mode=mode, score_only=args.score_only)
         cache = None if args.no_cache else JudgeCache(args.cache)
         judge = make_judge(args, cache)
+        if not args.no_judge_check:
+            check_judge_sync(judge)
         pipeline = RewardPipeline(
             judge, mode=mode, template=template, slicer=args.slicer,
             prefill=not args.no_prefill, min_mass=args.min_mass,
@@ -147,9 +150,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             "template_name": pipeline.template.name,
         }
         report, samples, calibrators = audit(pipeline, items, options, meta=meta)
+        if failed := report["parse"]["backend_failed"]:
+            example = next(r for r in report["parse"]["reasons"] if r.startswith("backend:"))
+            raise JudgeUnavailable(
+                f"{failed} of {report['parse']['requests']} judge requests got no answer from"
+                f" the {describe_judge(judge)} (e.g. {example}); a report would measure the"
+                " outage, not the judge, so none was written. Fix the judge and rerun (the"
+                " cache keeps what was answered)"
+            )
+    except JudgeUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     except ExpRLError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    for name, why in report["calibrators_refused"].items():
+        print(f"warning: calibrator {name!r} not saved: {why}", file=sys.stderr)
     report["wall_s"] = round(time.perf_counter() - start, 1)
     path = write_report(
         args.out, report, samples, calibrators, headline=args.calibrator,

@@ -17,13 +17,13 @@ from typing import Any
 
 from ..calibration import NORM_STRATEGIES, NormStrategyCalibrator, load_calibrator
 from ..errors import ConfigError
-from ..jsonl import RowError, SourceRow
+from ..jsonl import FieldMap, RowError, SourceRow
 from ..judges.cache import JudgeCache
 from ..pipeline import RewardPipeline
 from ..rollout import Rollout
-from ..routing import RoutedPipeline, released_route, released_routes
+from ..routing import RoutedPipeline, released_route, released_routes, route_problem
 from ..templates import TEMPLATES, Mode, load_template
-from .judge_args import make_judge
+from .judge_args import default_template, is_embedded, make_judge
 
 __all__ = ["AnyPipeline", "build_pipeline", "route_errors", "run_settings", "with_routes"]
 
@@ -54,7 +54,7 @@ def _common_options(args: argparse.Namespace) -> dict[str, Any]:
 def build_pipeline(args: argparse.Namespace) -> AnyPipeline:
     """The judge and pipeline (or routed pipelines) the options name."""
     if args.route:
-        given = [f"--{name}" for name in ("mode", "template", "estimator", "reduce")
+        given = [f"--{name}" for name in ("mode", "template", "estimator", "reduce", "slicer")
                  if getattr(args, name) is not None]  # fmt: skip
         if given:
             raise ConfigError(
@@ -64,12 +64,13 @@ def build_pipeline(args: argparse.Namespace) -> AnyPipeline:
     judge = make_judge(args, cache)
     options = _common_options(args)
     if args.route:
-        return RoutedPipeline(released_routes(judge, score_only=args.score_only, **options))
+        score_only = args.score_only or is_embedded(args)
+        return RoutedPipeline(released_routes(judge, score_only=score_only, **options))
     mode: Mode = args.mode or "process-segment"
-    template = args.template
+    template = args.template or default_template(args, mode)
     if template and template not in TEMPLATES:
         template = load_template(Path(template), mode=mode, score_only=args.score_only)
-    options.update(mode=mode, template=template, slicer=args.slicer)
+    options.update(mode=mode, template=template, slicer=args.slicer or "exprl")
     if args.reduce:
         options["reduce"] = args.reduce
     if args.estimator:
@@ -93,6 +94,10 @@ def _pipeline_settings(
         "truncated": pipeline.truncated,
         "calibration": calibration,
         "judge": f"{getattr(judge, 'backend', '?')}:{getattr(judge, 'model', '?')}",
+        # which model answers under that name, and where (a server's own report)
+        "judge_identity": identity_of()
+        if callable(identity_of := getattr(judge, "identity", None))
+        else None,
         "sampling": sampling_of() if callable(sampling_of) else None,
         "prefill": pipeline.prefill,
         "min_mass": pipeline.min_mass,
@@ -109,12 +114,17 @@ def run_settings(pipeline: AnyPipeline, args: argparse.Namespace) -> dict[str, A
         calibration = args.calibration
     elif args.calibration:
         calibration = hashlib.sha256(Path(args.calibration).read_bytes()).hexdigest()[:16]
-    tokens = {"token_advantages": bool(args.token_advantages)}
+    # Which input field is the question, the reference, the response... shapes every
+    # score too: a resume that reads the reference from another field is another run.
+    fields = {name: getattr(args, f"{name}_field") for name in vars(FieldMap())}
+    if args.route:
+        fields.update(ability=args.ability_field, extra_info=args.extra_info_field)
+    common = {"token_advantages": bool(args.token_advantages), "fields": fields}
     if isinstance(pipeline, RoutedPipeline):
         routes = {name: _pipeline_settings(p, "exprl", calibration)
                   for name, p in pipeline.routes.items()}  # fmt: skip
-        return {"route": args.route, "routes": routes, **tokens}
-    return {**_pipeline_settings(pipeline, args.slicer, calibration), **tokens}
+        return {"route": args.route, "routes": routes, **common}
+    return {**_pipeline_settings(pipeline, args.slicer or "exprl", calibration), **common}
 
 
 def with_routes(
@@ -127,12 +137,22 @@ def with_routes(
 
 
 def route_errors(rows: Sequence[SourceRow], field: str) -> list[RowError]:
-    """Every row of a group whose rows take different routes (the released rule), as
-    bad input naming the routes: a group's advantages need one pipeline."""
+    """Rows the released rule cannot route as meant (:func:`route_problem`), and every
+    row of a group whose rows take different routes, as bad input naming the routes: a
+    group's advantages need one pipeline."""
     routes: dict[str, dict[str, SourceRow]] = {}
-    for row in rows:
-        routes.setdefault(row.rollout.group_id, {}).setdefault(released_route(row.rollout), row)
     errors = []
+    unroutable: dict[str, SourceRow] = {}
+    for row in rows:
+        if (problem := route_problem(row.rollout)) is not None:
+            errors.append(RowError(row.path, row.line, field, problem, json.dumps(row.data)))
+            unroutable.setdefault(row.rollout.group_id, row)
+        routes.setdefault(row.rollout.group_id, {}).setdefault(released_route(row.rollout), row)
+    for row in rows:  # a group is graded whole or not at all
+        bad = unroutable.get(row.rollout.group_id)
+        if bad is not None and bad is not row and route_problem(row.rollout) is None:
+            message = f"its group's row {bad.path}:{bad.line} cannot be routed"
+            errors.append(RowError(row.path, row.line, field, message, json.dumps(row.data)))
     for row in rows:
         taken = routes[row.rollout.group_id]
         if len(taken) > 1:

@@ -12,7 +12,14 @@ from ..judges.base import DEFAULT_MIN_MASS, Judge
 from ..judges.cache import JudgeCache
 from ..local_model import DEFAULT_MODEL_NAME, cache_dir
 
-__all__ = ["add_judge_arguments", "engine_log_of", "engine_log_path", "make_judge"]
+__all__ = [
+    "add_judge_arguments",
+    "default_template",
+    "engine_log_of",
+    "engine_log_path",
+    "is_embedded",
+    "make_judge",
+]
 
 # The embedded judge's KV-cache block, in tokens. vLLM's CPU build defaults to 128, and its
 # prefix cache reuses whole blocks only, so the short per-step requests of process
@@ -31,6 +38,12 @@ def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
         help="OpenAI-compatible server URL (.../v1); repeat for replicas",
     )
     j.add_argument("--model", help="model name on the server (with --base-url)")
+    j.add_argument(
+        "--judge-revision",
+        metavar="ID",
+        help="the judge model's identity (a checkpoint hash, a tag), recorded with every"
+        " score and part of the cache key (default: what the server's /v1/models reports)",
+    )
     j.add_argument(
         "--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key"
     )
@@ -84,6 +97,13 @@ def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
     )
     j.add_argument("--no-cache", action="store_true", help="do not read or write the judge cache")
     j.add_argument(
+        "--no-judge-check",
+        action="store_true",
+        help="skip the check that the judge can grade before any work starts (the server's"
+        " model list and a one-line request); a judge that is down then shows only as"
+        " failed requests",
+    )
+    j.add_argument(
         "--verbose",
         action="store_true",
         help="show an in-process engine's own output (vLLM, torch) on the terminal instead"
@@ -94,6 +114,14 @@ def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
 def make_judge(args: argparse.Namespace, cache: JudgeCache | None) -> Judge:
     """The judge the options name: a server, a local vLLM model, or the embedded default."""
     top = args.top_logprobs or None
+    if args.model and not args.base_url:
+        raise ExpRLError(
+            f"--model {args.model} names a model on a server, but no --base-url says which"
+            " server; add --base-url http://HOST:PORT/v1 (or use --vllm-model for a model"
+            " run in this process)"
+        )
+    if args.base_url and args.vllm_model:
+        raise ExpRLError("--base-url and --vllm-model name two judges; give one")
     if args.base_url:
         if not args.model:
             raise ExpRLError("--base-url needs --model, the name the server serves")
@@ -103,7 +131,7 @@ def make_judge(args: argparse.Namespace, cache: JudgeCache | None) -> Judge:
             args.model, base_url=args.base_url, api_key_env=args.api_key_env,
             max_tokens=args.max_tokens or 2048, top_logprobs=top, concurrency=args.concurrency,
             timeout=args.timeout, cache=cache, prefill=not args.no_prefill,
-            constrain_scores=bool(args.constrain_scores),
+            constrain_scores=bool(args.constrain_scores), revision=args.judge_revision,
         )  # fmt: skip
     from ..judges.logs import engine_output
     from ..judges.vllm import VLLMJudge
@@ -129,6 +157,17 @@ def make_judge(args: argparse.Namespace, cache: JudgeCache | None) -> Judge:
         max_tokens=args.max_tokens or 384, top_logprobs=top, cache=cache,
         constrain_scores=args.constrain_scores is not False, engine_log=log,
     )  # fmt: skip
+
+
+def is_embedded(args: argparse.Namespace) -> bool:
+    """The options name the embedded default judge (no server, no vLLM model)."""
+    return not args.base_url and not args.vllm_model
+
+
+def default_template(args: argparse.Namespace, mode: str) -> str | None:
+    """The template when none is given: the mode's score-only one for the embedded judge
+    (a 135M model rarely ends its reasoning with a score line), else the mode's own."""
+    return f"{mode}-score-only" if is_embedded(args) else None
 
 
 def engine_log_path() -> Path:

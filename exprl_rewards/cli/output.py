@@ -34,7 +34,11 @@ from typing import Any, TextIO
 
 from ..errors import OutputError
 
-__all__ = ["Output", "open_output", "settings_diff"]
+__all__ = ["Output", "check_output", "check_side_files", "open_output", "settings_diff"]
+
+# What makes an existing side file ours: the keys our summary and our bad-row lines hold.
+_SUMMARY_KEYS = {"rows", "graded", "already_done", "scored", "unscored"}
+_ERROR_KEYS = {"path", "line", "field", "error", "row"}
 
 
 @dataclass
@@ -44,6 +48,8 @@ class Output:
     stream: TextIO
     done: set[str] = field(default_factory=set)
     path: Path | None = None  # None for a stream
+    digests: dict[str, str] = field(default_factory=dict)  # id -> the input it graded
+    owned: bool = False  # a stream this run opened (a pipe, a device): closed at the end
 
     def write_rows(self, rows: list[dict[str, Any]]) -> None:
         """Append whole rows in one write, flushed (strict JSON: no NaN)."""
@@ -52,8 +58,40 @@ class Output:
                                       for r in rows))  # fmt: skip
             self.stream.flush()
 
+    def rewind(self, ids: set[str], name: str) -> bool:
+        """Remove the rows ``ids`` when they are the file's last rows (the part of a group
+        that a killed run wrote), so their group is graded and written whole again;
+        False, changing nothing, when they are not all at the end.
+
+        A group's advantages depend on every score in it: keeping its written rows and
+        grading the rest anew (without a cache, or a judge that samples) would give the
+        new rows advantages that do not match the old rows' scores.
+        """
+        if not ids:
+            return True
+        if self.path is None:
+            return False
+        self.stream.flush()
+        data = self.path.read_bytes()
+        end, found = len(data), set[str]()
+        while found != ids and end > 0:
+            start = data.rfind(b"\n", 0, end - 1) + 1
+            rid = str(json.loads(data[start:end])[name]["id"])
+            if rid not in ids:
+                return False
+            found.add(rid)
+            end = start
+        if found != ids:
+            return False
+        os.truncate(self.path, end)
+        self.stream.seek(0, os.SEEK_END)
+        self.done -= ids
+        for rid in ids:
+            self.digests.pop(rid, None)
+        return True
+
     def close(self) -> None:
-        if self.path is not None:
+        if self.path is not None or self.owned:
             self.stream.close()  # also releases the lock
         else:
             self.stream.flush()
@@ -103,9 +141,12 @@ def _lock(handle: TextIO, path: Path) -> None:
         ) from None
 
 
-def _check_rows(path: Path, data: bytes, name: str, settings: dict[str, Any]) -> set[str]:
-    """The ids of the complete rows in ``data``, all of which must be ours and alike."""
-    done: set[str] = set()
+def _check_rows(
+    path: Path, data: bytes, name: str, settings: dict[str, Any] | None
+) -> dict[str, str | None]:
+    """The ids of the complete rows in ``data`` and the input digest each graded, all of
+    which must be ours and alike (with ``settings``, when given)."""
+    done: dict[str, str | None] = {}
     not_ours = (
         f"it is not this tool's output, so it is left as it is: choose another -o (the"
         f" file must be empty, missing, or rows written by `exprl_rewards.score` with"
@@ -120,15 +161,110 @@ def _check_rows(path: Path, data: bytes, name: str, settings: dict[str, Any]) ->
             rid, old = str(record["id"]), record["settings"]
         except (ValueError, TypeError, KeyError, IndexError):
             raise OutputError(f"{path}:{number}: {not_ours}") from None
-        if old != settings:
+        if settings is not None and old != settings:
             changes = "; ".join(settings_diff(old, settings))
             raise OutputError(
                 f"{path}:{number}: written with other settings ({changes}). Resuming would mix"
                 " two kinds of score in one file: write to a new -o, or rerun with the old"
                 " settings"
             )
-        done.add(rid)
+        digest = record.get("input")
+        done[rid] = digest if isinstance(digest, str) else None
     return done
+
+
+def _side_is_ours(flag: str, data: bytes) -> bool:
+    try:
+        if flag == "--summary-json":
+            summary = json.loads(data)
+            return isinstance(summary, dict) and summary.keys() >= _SUMMARY_KEYS
+        rows = [json.loads(line) for line in data.splitlines() if line.strip()]
+        return all(isinstance(r, dict) and r.keys() >= _ERROR_KEYS for r in rows)
+    except ValueError:
+        return False
+
+
+def check_side_files(
+    files: dict[str, str | None], *, input_path: str | None, output_path: str
+) -> None:
+    """Refuse, before anything is written or judged, a side file (``--summary-json``,
+    ``--errors-file``) that would overwrite what is not its own.
+
+    Each must not be the input, inside the input folder, the output, another side
+    file, or a folder, and a file already there must be one this tool wrote in that
+    role (a summary, or bad-row lines); anything else is left untouched.
+
+    Raises:
+        OutputError: naming the flag, the path and the way out.
+    """
+    seen: dict[str, str] = {}
+    for flag, path in files.items():
+        if not path:
+            continue
+        where = f"{flag} {path}"
+        if os.path.isdir(path):
+            raise OutputError(f"{where} is a folder; give a file path, e.g. {path}/{flag[2:]}")
+        if _is_stream(path):  # a pipe or a device: written, never read
+            continue
+        for other, role in ((input_path, "the input"), (output_path, "the output (-o)"),
+                            *((p, f) for f, p in seen.items())):  # fmt: skip
+            if other not in (None, "-") and (_same_file(path, other) or path == other):
+                raise OutputError(f"{where} is {role}; write it to another path")
+        if input_path not in (None, "-") and _inside(path, input_path):
+            raise OutputError(
+                f"{where} is inside the input folder {input_path}, so a rerun would read it"
+                " as input; write it outside"
+            )
+        with contextlib.suppress(FileNotFoundError):
+            data = Path(path).read_bytes()
+            if data.strip() and not _side_is_ours(flag, data):
+                raise OutputError(
+                    f"{where} exists and is not a file this tool wrote for {flag}, so it is"
+                    " left as it is; choose another path, or remove it yourself"
+                )
+        seen[flag] = path
+
+
+def _read_ours(
+    target: Path, data: bytes, name: str, settings: dict[str, Any] | None
+) -> tuple[dict[str, str | None], int]:
+    """The ids written, and where the complete rows end (a cut-off row of ours may follow)."""
+    end = data.rfind(b"\n") + 1
+    done = _check_rows(target, data[:end], name, settings)
+    if end < len(data) and (not done or not data[end:].lstrip().startswith(b"{")):
+        line = data.count(b"\n") + 1
+        raise OutputError(
+            f"{target}:{line}: a last line with no newline that is not the cut-off"
+            " row of an earlier run of ours: this is not this tool's output, so it"
+            " is left as it is; choose another -o"
+        )
+    return done, end
+
+
+def _check_where(path: str, input_path: str | None) -> None:
+    if input_path not in (None, "-") and _same_file(path, input_path):
+        raise OutputError(f"{path} is the input file; write the output to another path")
+    if input_path not in (None, "-") and _inside(path, input_path):
+        raise OutputError(
+            f"{path} is inside the input folder {input_path}, so a rerun would read it as"
+            " input; write the output outside it"
+        )
+
+
+def check_output(path: str, *, name: str, input_path: str | None = None) -> None:
+    """Refuse an output that :func:`open_output` would refuse whatever the settings, and
+    change nothing: a run calls it before it calls the judge, which the settings name.
+
+    Raises:
+        OutputError: as :func:`open_output`.
+    """
+    if _is_stream(path):
+        return
+    _check_where(path, input_path)
+    if os.path.isdir(path):
+        raise OutputError(f"-o {path} is a folder; give a file path")
+    with contextlib.suppress(FileNotFoundError):
+        _read_ours(Path(path), Path(path).read_bytes(), name, None)
 
 
 def open_output(
@@ -148,15 +284,9 @@ def open_output(
     """
     if _is_stream(path):
         stream = sys.stdout if path == "-" else open(path, "w", encoding="utf-8")  # noqa: SIM115
-        return Output(stream)
+        return Output(stream, owned=path != "-")
     target = Path(path)
-    if input_path not in (None, "-") and _same_file(path, input_path):
-        raise OutputError(f"{path} is the input file; write the output to another path")
-    if input_path not in (None, "-") and _inside(path, input_path):
-        raise OutputError(
-            f"{path} is inside the input folder {input_path}, so a rerun would read it as"
-            " input; write the output outside it"
-        )
+    _check_where(path, input_path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         handle = target.open("a", encoding="utf-8")  # creates it; changes nothing that exists
@@ -165,19 +295,11 @@ def open_output(
     try:
         _lock(handle, target)
         data = target.read_bytes()
-        end = data.rfind(b"\n") + 1
-        done = _check_rows(target, data[:end], name, settings)
+        done, end = _read_ours(target, data, name, settings)
         if end < len(data):
-            tail = data[end:]
-            if not done or not tail.lstrip().startswith(b"{"):
-                line = data.count(b"\n") + 1
-                raise OutputError(
-                    f"{target}:{line}: a last line with no newline that is not the cut-off"
-                    " row of an earlier run of ours: this is not this tool's output, so it"
-                    " is left as it is; choose another -o"
-                )
             os.truncate(target, end)  # the row a killed run was writing
     except BaseException:
         handle.close()
         raise
-    return Output(handle, done, target)
+    digests = {rid: digest for rid, digest in done.items() if digest is not None}
+    return Output(handle, set(done), target, digests)

@@ -26,6 +26,7 @@ Ray is an optional extra (``pip install 'exprl-rewards[ray]'``); nothing else im
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import pickle
@@ -35,6 +36,7 @@ from typing import Any
 from ..errors import ExpRLError, MissingExtraError
 from ..jsonl import SourceRow
 from ..results import BatchResult
+from .failures import BackendFailures
 from .output import Output
 from .summary import Progress
 
@@ -52,13 +54,21 @@ class _Scorer:
     settings: dict[str, Any]
 
     def __init__(self) -> None:
+        from ..judges.health import check_judge_sync
         from .build import build_pipeline
 
         self.pipeline = build_pipeline(self.args)
+        # The driver checked the judge; checking here too gives this judge the same identity
+        # (the server's model root), hence the driver's cache keys. A judge that fails here
+        # fails its requests, which the driver counts and stops on: an actor that raised
+        # would be restarted by Ray forever.
+        if not self.args.no_judge_check and hasattr(self.pipeline.judge, "check"):
+            with contextlib.suppress(ExpRLError):
+                check_judge_sync(self.pipeline.judge)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         from .build import with_routes
-        from .records import record
+        from .records import input_digest, record
 
         records, summaries = [], []
         for blob in batch["rows"]:
@@ -71,7 +81,12 @@ class _Scorer:
             ):
                 data = dict(row.data)
                 data[self.args.output_field] = record(
-                    res, graded_by, self.args.token_advantages, self.settings, route=route
+                    res,
+                    graded_by,
+                    self.args.token_advantages,
+                    self.settings,
+                    route=route,
+                    digest=input_digest(row.rollout),
                 )
                 out.append(data)
             records.append(json.dumps(out))
@@ -146,18 +161,20 @@ def score_on_ray(
     batches: list[list[SourceRow]],
     output: Output,
     progress: Progress,
-) -> list[BatchResult]:
-    """Grade ``batches`` (whole groups each) on Ray; write each new row once."""
+    failures: BackendFailures,
+    results: list[BatchResult],
+) -> None:
+    """Grade ``batches`` (whole groups each) on Ray; write each new row once, but no
+    group the judge did not fully answer (``failures``)."""
     written_ids = set(output.done)
-    results = []
     for records, result in _stream(args, settings, batches):
         results.append(result)
         new = []
-        for record in records:
+        for record in failures.keep(records):
             rid = record[args.output_field]["id"]
             if rid not in written_ids:
                 written_ids.add(rid)
                 new.append(record)
         output.write_rows(new)
         progress.update(len(new))
-    return results
+        failures.check()

@@ -6,12 +6,25 @@ byte-for-byte the same record.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from ..pipeline import RewardPipeline
 from ..results import RolloutResult
+from ..rollout import Rollout
 
-__all__ = ["record"]
+__all__ = ["input_digest", "record"]
+
+
+def input_digest(rollout: Rollout) -> str:
+    """A hash of what was graded (group, question, reference, response, length cut,
+    token offsets, metadata the routes read): a resume compares it, so a row whose input
+    changed since it was written is not taken as done."""
+    blob = [rollout.group_id, rollout.question, rollout.reference, rollout.response,
+            rollout.truncated, rollout.token_offsets, dict(rollout.metadata)]  # fmt: skip
+    data = json.dumps(blob, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
 def record(
@@ -20,14 +33,17 @@ def record(
     with_tokens: bool,
     settings: dict[str, Any],
     route: str | None = None,
+    digest: str | None = None,
 ) -> dict[str, Any]:
     """The result of one rollout, with the run's settings (see the score CLI's docs);
-    ``route``: the pipeline that graded it, under ``--route``."""
+    ``route``: the pipeline that graded it, under ``--route``; ``digest``: the
+    :func:`input_digest` of the rollout graded."""
     judgements = result.judgements
     masses = [j.mass for j in judgements] if judgements else [None] * len(result.segments)
     out: dict[str, Any] = {
         "id": result.id,
         "group_id": result.group_id,
+        **({"input": digest} if digest is not None else {}),
         **({"route": route} if route is not None else {}),
         "mode": pipeline.mode,
         "score": result.score,

@@ -9,6 +9,14 @@ missing rows are written. So a ``kill -9`` loses at most the batch in flight. Th
 output must be this tool's own, written with the same settings, and one run at a time
 writes it (:mod:`exprl_rewards.cli.output`); anything else is refused untouched.
 
+Before any judge call the judge must prove itself (:func:`~exprl_rewards.judges.health.check_judge`:
+the server lists the model and answers a one-line request with a score); a judge that
+cannot is an error (exit code 3) that writes nothing. A rollout the judge never answered
+mid-run is not a result: its group is not written, a rerun grades it again, and the run
+stops (exit code 3) once such rollouts pass ``--max-backend-failures`` of those graded.
+
+Exit codes: 0 done; 1 a bad option or output; 2 bad input rows; 3 the judge failed.
+
 Judges: the embedded default (SmolLM2-135M-Instruct on vLLM in this process, built on
 first use), any OpenAI-compatible server (``--base-url``, ``--model``, key from
 ``$OPENAI_API_KEY`` or ``--api-key-env``), or a local vLLM model (``--vllm-model``).
@@ -17,6 +25,7 @@ first use), any OpenAI-compatible server (``--base-url``, ``--model``, key from
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -24,164 +33,27 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from ..calibration import NORM_STRATEGIES
-from ..errors import ExpRLError
+from ..errors import ExpRLError, JudgeUnavailable
 from ..jsonl import FieldMap, RowError, SourceRow, read_rollouts
+from ..judges.health import check_judge_sync, describe_judge
 from ..pipeline import BatchResult
-from ..slicers import PRESETS
-from ..templates import MODES, TEMPLATES
 from .build import AnyPipeline, build_pipeline, route_errors, run_settings, with_routes
-from .judge_args import add_judge_arguments, engine_log_of
-from .output import Output, open_output
-from .records import record
+from .failures import BackendFailures
+from .judge_args import engine_log_of
+from .output import Output, check_output, check_side_files, open_output
+from .records import input_digest, record
+from .score_args import score_parser
 from .summary import Progress, print_summary, summarize
 
 __all__ = ["main"]
 
 EXIT_BAD_INPUT = 2
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m exprl_rewards.score",
-        description="Grade JSONL rollouts with an LLM judge against hidden references (ExpRL).",
-    )
-    p.add_argument(
-        "input",
-        help="JSONL rollouts (.jsonl, .jsonl.gz...), Parquet, a folder of them, a URI"
-        " (s3://, gs://...), or - for standard input",
-    )
-    p.add_argument(
-        "-o",
-        "--output",
-        required=True,
-        help="JSONL output (appended, resumable), or - for standard output",
-    )
-    p.add_argument("--version", action="version", version=f"exprl-rewards {__version__}")
-    g = p.add_argument_group("what to grade")
-    g.add_argument("--mode", choices=MODES, help="(default: process-segment, as released)")
-    g.add_argument(
-        "--route",
-        choices=["released"],
-        help="grade each row by its domain, as the released mixed-domain trainer:"
-        " process-segment ('###' steps) for ability math and multiple-choice science,"
-        " outcome with a domain template for code, other science and the rest; reads each"
-        " row's --ability-field and --extra-info-field",
-    )
-    g.add_argument(
-        "--template",
-        help=f"a built-in ({', '.join(TEMPLATES)}) or a .jinja file; default: the mode's",
-    )
-    g.add_argument(
-        "--score-only",
-        action="store_true",
-        help="the --template file asks for the score alone (logprob scoring, constrained digits)",
-    )
-    g.add_argument(
-        "--slicer",
-        default="exprl",
-        choices=sorted(PRESETS),
-        help="step slicer for process modes (default: exprl, '###')",
-    )
-    g.add_argument(
-        "--order",
-        choices=["cache", "released"],
-        default="cache",
-        help="prompt section order (default: cache)",
-    )
-    g.add_argument(
-        "--estimator", help="advantage estimator (default: grpo for outcome, delta for process)"
-    )
-    g.add_argument(
-        "--calibration",
-        metavar="FILE|STRATEGY",
-        help="a calibrator saved by python -m exprl_rewards.audit, or a released norm_strategy: "
-        + ", ".join(NORM_STRATEGIES)
-        + " (default: (N - 1) / 4)",
-    )
-    g.add_argument(
-        "--reduce",
-        choices=["last", "mean", "min", "sum"],
-        help="a process rollout's score from its step scores (default: last for "
-        "process-prefix, mean for process-segment; sum: the released is_process_sum)",
-    )
-    g.add_argument(
-        "--think-strip",
-        action="store_true",
-        help="grade only what follows the policy's last </think> (released think_strip)",
-    )
-    g.add_argument(
-        "--truncated",
-        choices=["zero", "judge", "unscored"],
-        default="zero",
-        help="rollouts cut at max length (default: zero, as released)",
-    )
-    f = p.add_argument_group("input fields (dotted paths, e.g. extra_info.solution)")
-    for name, default in vars(FieldMap()).items():
-        f.add_argument(
-            f"--{name.replace('_', '-')}-field",
-            default=default,
-            metavar="PATH",
-            help=f"(default: {default})",
-        )
-    f.add_argument("--ability-field", default="ability", metavar="PATH",
-                   help="the row's domain, for --route (default: ability)")  # fmt: skip
-    f.add_argument("--extra-info-field", default="extra_info", metavar="PATH",
-                   help="multiple-choice fields (choices, answerKey), for --route"
-                   " (default: extra_info)")  # fmt: skip
-    add_judge_arguments(p)
-    r = p.add_argument_group("run")
-    r.add_argument(
-        "--batch-size",
-        type=int,
-        default=64,
-        help="rollouts per batch; whole groups are kept together (default: 64)",
-    )
-    r.add_argument(
-        "--on-error",
-        choices=["raise", "skip"],
-        default="raise",
-        help="bad input rows: stop with exit code 2, or skip them",
-    )
-    r.add_argument("--errors-file", help="where skipped rows go (default: OUTPUT.errors.jsonl)")
-    r.add_argument("--summary-json", help="also write the summary as JSON here")
-    r.add_argument(
-        "--output-field",
-        default="exprl",
-        help="key under which results are added to each row (default: exprl)",
-    )
-    r.add_argument(
-        "--token-advantages",
-        action="store_true",
-        help="write per-token advantages for rows with token offsets",
-    )
-    r.add_argument(
-        "--progress",
-        choices=["auto", "on", "off"],
-        default="auto",
-        help="progress bar (auto: when stderr is a terminal)",
-    )
-    r.add_argument(
-        "--ray",
-        nargs="?",
-        const="local",
-        metavar="ADDRESS",
-        help="grade on Ray Data: a local cluster, or the one at ADDRESS (pip install "
-        "'exprl-rewards[ray]')",
-    )
-    r.add_argument("--ray-actors", type=int, default=2, help="judge actors on Ray (default: 2)")
-    r.add_argument(
-        "--ray-cpus", type=float, default=0.5, help="CPUs each Ray actor reserves (default: 0.5)"
-    )
-    r.add_argument(
-        "--ray-gpus",
-        type=float,
-        default=0,
-        help="GPUs each Ray actor reserves, for a judge in the actor (--vllm-model or the"
-        " embedded one; default: 0)",
-    )
-    return p
+EXIT_JUDGE = 3
+EXIT_INTERRUPTED = 130  # as a shell reports SIGINT
+_RESUME = (
+    "The rows written so far are kept; rerun the same command to grade the rest"
+    " (a cut-off last row is repaired)"
+)
 
 
 def _batches(rows: list[SourceRow], size: int) -> Iterator[list[SourceRow]]:
@@ -200,20 +72,46 @@ def _batches(rows: list[SourceRow], size: int) -> Iterator[list[SourceRow]]:
 
 def _report(
     batches: list[BatchResult],
-    good: int,
-    bad: int,
-    resumed: int,
+    counts: tuple[int, int, int],
+    failures: BackendFailures,
     start: float,
     args: argparse.Namespace,
-) -> int:
-    """Print the summary (and write it as JSON when asked); the exit code."""
+) -> None:
+    """Print the summary, and write it as JSON when asked."""
+    good, bad, resumed = counts
     summary = summarize(batches, good, bad, resumed, time.perf_counter() - start)
+    summary["backend_failed"] = failures.failed
+    summary["not_written"] = failures.withheld
     print_summary(summary, sys.stderr)
     if args.summary_json:
         path = Path(args.summary_json)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(summary, indent=2) + "\n")
-    return 0
+
+
+def _changed_rows(rows: list[SourceRow], output: Output) -> list[str]:
+    """Rows whose id is written with a digest of other input: graded text that changed."""
+    return [
+        f"{r.path}:{r.line}: row {r.rollout.id!r} is not the input its written score graded"
+        for r in rows
+        if output.digests.get(r.rollout.id, input_digest(r.rollout)) != input_digest(r.rollout)
+    ]
+
+
+def _partial_groups(rows: list[SourceRow], done: set[str]) -> set[str]:
+    """The written ids of groups that are written only in part."""
+    written: dict[str, list[bool]] = {}
+    for r in rows:
+        written.setdefault(r.rollout.group_id, []).append(r.rollout.id in done)
+    partial = {g for g, flags in written.items() if any(flags) and not all(flags)}
+    return {r.rollout.id for r in rows if r.rollout.group_id in partial and r.rollout.id in done}
+
+
+def _errors_file(args: argparse.Namespace) -> str:
+    """Where ``--on-error skip`` writes bad rows."""
+    if args.errors_file:
+        return str(args.errors_file)
+    return f"{args.output}.errors.jsonl" if args.output != "-" else "exprl-errors.jsonl"
 
 
 def _report_bad_rows(errors: list[RowError], args: argparse.Namespace) -> int:
@@ -227,10 +125,7 @@ def _report_bad_rows(errors: list[RowError], args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT
-    side = Path(
-        args.errors_file
-        or (f"{args.output}.errors.jsonl" if args.output != "-" else "exprl-errors.jsonl")
-    )
+    side = Path(_errors_file(args))
     side.parent.mkdir(parents=True, exist_ok=True)
     with side.open("w", encoding="utf-8") as f:
         for e in errors:
@@ -257,32 +152,51 @@ def _score_here(
     batches: list[list[SourceRow]],
     output: Output,
     progress: Progress,
-) -> list[BatchResult]:
-    """Grade ``batches`` in this process, one at a time; write each row not yet written."""
-    results = []
+    failures: BackendFailures,
+    results: list[BatchResult],
+) -> None:
+    """Grade ``batches`` in this process, one at a time; write each row not yet written,
+    but no group that the judge did not fully answer (``failures``)."""
     for batch in batches:
         rollouts = [r.rollout for r in batch]
         result = pipeline.score_sync(rollouts)
         results.append(result)
-        written = []
+        graded = []
         for row, res, (route, graded_by) in zip(
             batch, result.results, with_routes(pipeline, rollouts), strict=True
         ):
-            if res.id not in output.done:
-                data = dict(row.data)
-                data[args.output_field] = record(
-                    res, graded_by, args.token_advantages, settings, route=route
-                )
-                written.append(data)
+            data = dict(row.data)
+            data[args.output_field] = record(
+                res,
+                graded_by,
+                args.token_advantages,
+                settings,
+                route=route,
+                digest=input_digest(row.rollout),
+            )
+            graded.append(data)
+        kept = failures.keep(graded)
+        written = [d for d in kept if d[args.output_field]["id"] not in output.done]
         output.write_rows(written)
         progress.update(len(written))
-    return results
+        failures.check()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
-    args = _parser().parse_args(argv)
+    args = score_parser().parse_args(argv)
     start = time.perf_counter()
+    try:  # before any byte is written or any judge is called
+        errors_file = _errors_file(args) if args.on_error == "skip" else None
+        check_side_files(
+            {"--summary-json": args.summary_json, "--errors-file": errors_file},
+            input_path=args.input,
+            output_path=args.output,
+        )
+        check_output(args.output, name=args.output_field, input_path=args.input)
+    except ExpRLError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     fields = FieldMap(**{name: getattr(args, f"{name}_field") for name in vars(FieldMap())})
     try:
         metadata = {"ability": args.ability_field, "extra_info": args.extra_info_field}
@@ -299,39 +213,84 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     try:
         pipeline = build_pipeline(args)
-        settings = run_settings(pipeline, args)
-        if args.summary_json:
-            Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
-        output = open_output(
-            args.output, name=args.output_field, settings=settings, input_path=args.input
-        )
+        failures = BackendFailures(args.max_backend_failures, describe_judge(pipeline.judge),
+                                   args.output_field)  # fmt: skip
     except (ExpRLError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    try:
+        if not args.no_judge_check and (not args.ray or hasattr(pipeline.judge, "check")):
+            check_judge_sync(pipeline.judge)  # before anything is written
+        settings = run_settings(pipeline, args)
+        output = open_output(
+            args.output, name=args.output_field, settings=settings, input_path=args.input
+        )
+    except JudgeUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_JUDGE
+    except (ExpRLError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if changed := _changed_rows(rows, output):
+        output.close()
+        for line in changed[:20]:
+            print(f"error: {line}", file=sys.stderr)
+        print(
+            f"{len(changed)} rows changed since they were graded into {args.output}; a resume"
+            " would keep their old scores. Restore the input, or write to a new -o",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    if (partial := _partial_groups(rows, output.done)) and not output.rewind(
+        partial, args.output_field
+    ):
+        output.close()
+        print(
+            f"error: {args.output} holds part of {len(partial)} rows' groups, not as its last"
+            " rows: the input gained rows in groups already graded, whose advantages would"
+            " no longer match. Write to a new -o",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     done = output.done
     pending_groups = {r.rollout.group_id for r in rows if r.rollout.id not in done}
     todo = [r for r in rows if r.rollout.group_id in pending_groups]
     progress = Progress(sum(r.rollout.id not in done for r in todo), args.progress)
     batches = list(_batches(todo, args.batch_size))
+    results: list[BatchResult] = []
+    code = 0
     try:
         if args.ray:
             from .ray_score import score_on_ray
 
-            results = score_on_ray(args, settings, batches, output, progress)
+            score_on_ray(args, settings, batches, output, progress, failures, results)
         else:
-            results = _score_here(args, pipeline, settings, batches, output, progress)
+            _score_here(args, pipeline, settings, batches, output, progress, failures, results)
+    except JudgeUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = EXIT_JUDGE
     except ExpRLError as e:  # e.g. --ray without ray installed
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # the output's disk is full, or its folder went away
+        print(f"error: cannot write {args.output}: {e.strerror or e}. {_RESUME}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted. {_RESUME}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         progress.close()
-        output.close()
+        with contextlib.suppress(OSError):  # reported above; a cut last row is repaired
+            output.close()
     cache = getattr(pipeline.judge, "cache", None)
     if cache is not None and getattr(cache, "disabled", None):
         print(f"warning: the judge cache was turned off mid-run: {cache.disabled}", file=sys.stderr)
-    code = _report(results, len(rows), len(errors), len(done), start, args)
+    _report(results, (len(rows), len(errors), len(done)), failures, start, args)
     if (log := engine_log_of(pipeline.judge)) is not None:
         print(f"  engine log (vLLM's own output; --verbose shows it): {log}", file=sys.stderr)
+    if code == 0 and (message := failures.message()) is not None:
+        print(f"error: {message}", file=sys.stderr)
+        code = EXIT_JUDGE
     return code
 
 

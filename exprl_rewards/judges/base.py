@@ -15,8 +15,13 @@ backend and for cache hits alike:
   ``min_mass`` of the probability (:data:`DEFAULT_MIN_MASS`); below it the parsed
   number stands. The mass is reported either way;
 - **malformed answers are unscored**: content that is not a string, logprobs that are
-  not log probabilities (:meth:`RawOutput.problem`). Backends check an answer before
-  they cache it, and a cached answer that fails the check is a miss.
+  not log probabilities (:meth:`RawOutput.problem`), and logprobs that contradict the
+  text: a chosen token whose logprob differs from its own entry in the top list, or
+  that is absent from the list yet likelier than its last entry (a server that mixed
+  up tokens or positions; :func:`logprob_conflict`). Backends check an answer before
+  they cache it, and a cached answer that fails the check is a miss;
+- **a judge cut inside its reasoning** (``finish_reason == "length"`` with a ``<think>``
+  never closed) is unscored: a score line in there is a draft, not a verdict.
 
 A backend implements one coroutine, ``judge(requests) -> list[Judgement]``, returning one
 judgement per request, in order. It never raises for one bad request: a request that
@@ -36,7 +41,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
-from ..parsing import normalize_score, parse_score, prompt_fences, score_distribution
+from ..parsing import (
+    ParsedScore,
+    normalize_score,
+    parse_score,
+    prompt_fences,
+    score_distribution,
+    untrusted_score_lines,
+)
 from ..rollout import Score
 from ..templates import ChatMessage, JudgeTemplate
 
@@ -175,6 +187,32 @@ def _is_logprob(value: object, *, chosen: bool = False) -> bool:
     return x <= 1e-3
 
 
+# Logprobs of one token from one forward pass agree to rounding; servers print ~6 digits.
+_LOGPROB_TOLERANCE = 1e-3
+
+
+def logprob_conflict(t: TokenLogprobs) -> str | None:
+    """Why a token's logprob contradicts its own top list, or None.
+
+    >>> logprob_conflict(TokenLogprobs("1", -0.01, (("5", -0.01), ("1", -4.6))))
+    "chosen '1' has logprob -0.01 but -4.6 in the top list"
+    >>> logprob_conflict(TokenLogprobs("1", -0.01, (("5", -0.5), ("4", -1.0))))
+    "chosen '1' (logprob -0.01) is missing from a top list whose last entry is -1"
+    """
+    if not t.top or math.isnan(t.logprob):
+        return None
+    listed = [lp for token, lp in t.top if token == t.token]
+    if listed and all(abs(lp - t.logprob) > _LOGPROB_TOLERANCE for lp in listed):
+        return f"chosen {t.token!r} has logprob {t.logprob:.3g} but {listed[0]:.3g} in the top list"
+    lowest = min(lp for _, lp in t.top)
+    if not listed and t.logprob > lowest + _LOGPROB_TOLERANCE:
+        return (
+            f"chosen {t.token!r} (logprob {t.logprob:.3g}) is missing from a top list"
+            f" whose last entry is {lowest:.3g}"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class RawOutput:
     """What a backend got back for one request, before any parsing."""
@@ -221,6 +259,8 @@ class RawOutput:
                     or not _is_logprob(pair[1])
                 ):
                     return f"token {i}: top logprob {pair!r} is not a (token, logprob) pair"
+            if (conflict := logprob_conflict(t)) is not None:
+                return f"token {i}: {conflict}"
         return None
 
     def to_json(self) -> str:
@@ -312,6 +352,12 @@ def _token_at(tokens: Sequence[TokenLogprobs], text: str, offset: int) -> int | 
     return None
 
 
+def _cut_in_reasoning(text: str) -> bool:
+    """The output opens a ``<think>`` that it never closes."""
+    head = text.lstrip()
+    return head[:7].lower() == "<think>" and "</think>" not in head.lower()
+
+
 def finish(
     request: JudgeRequest,
     raw: RawOutput,
@@ -331,10 +377,14 @@ def finish(
     if problem is not None:
         return Judgement(score=None, reason=f"backend: malformed answer: {problem}", **common)
     full = request.prefill + raw.text
-    fences = prompt_fences("\n".join(m["content"] for m in request.messages))
+    prompt = "\n".join(m["content"] for m in request.messages)
+    fences = prompt_fences(prompt)
     parsed = parse_score(
-        full, low=request.low, high=request.high, bare=request.score_only, fences=fences
-    )
+        full, low=request.low, high=request.high, bare=request.score_only, fences=fences,
+        echoes=untrusted_score_lines(prompt, fences),
+    )  # fmt: skip
+    if raw.finish_reason == "length" and _cut_in_reasoning(full):
+        parsed = ParsedScore(None, "parse: output cut inside the judge's <think> reasoning")
     expected = mass = None
     probs: tuple[float, ...] | None = None
     if parsed.value is not None and parsed.start is not None and raw.tokens:

@@ -13,6 +13,14 @@ going while one is down.
 Every request ends scored or unscored with a reason (``"backend: 429 Too Many Requests
 after 5 attempts"``); nothing is dropped and no failure becomes a 0.
 
+Redirects are not followed: a 3xx would send the prompt, hidden reference included, to
+another server, whose answer would be recorded as this judge's. It is a backend failure
+naming where it pointed. :meth:`OpenAIJudge.check` proves the judge before a run: each
+replica's ``/v1/models`` must list the model, and a one-line score-only request must come
+back answered; the model's identity as the server reports it (vLLM's ``root``, or an
+explicit ``revision``) and the base URLs key the cache, so two models served under one
+alias never share cached scores.
+
 The client and semaphore are made per event loop, so the same judge works from
 ``asyncio.run`` in a script, from :func:`~exprl_rewards.judges.base.judge_sync` inside a
 trainer's running loop, and from a server's loop.
@@ -35,9 +43,10 @@ from typing import Any
 import openai
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from ..errors import ConfigError
+from ..errors import ConfigError, JudgeUnavailable
 from .base import CachedBatch, Judgement, JudgeRequest, RawOutput, TokenLogprobs, finish, unscored
 from .cache import JudgeCache
+from .health import CHECK_REQUEST, require_answered
 
 __all__ = ["OpenAIJudge"]
 
@@ -62,6 +71,10 @@ def _retryable(e: BaseException) -> bool:
 
 
 def _describe(e: BaseException) -> str:
+    if isinstance(e, openai.APIStatusError) and e.response.is_redirect:
+        where = e.response.headers.get("location", "?")
+        return (f"{e.status_code} redirect to {where[:120]} refused (the prompt holds the"
+                " hidden reference; point --base-url at the judge itself)")  # fmt: skip
     if isinstance(e, openai.APIStatusError):
         body: dict[str, Any] = e.body if isinstance(e.body, dict) else {}
         nested = body.get("error")
@@ -133,6 +146,9 @@ class OpenAIJudge:
             score-only requests (``"1"`` ... ``"5"``), through vLLM's
             ``structured_outputs: {"choice": [...]}``; servers without it reject or
             ignore the field.
+        revision: the judge model's identity (a checkpoint hash, a tag) when the
+            server's own report is not enough; keys the cache and names the judge in
+            results. None: what :meth:`check` reads from ``/v1/models``.
     """
 
     backend = "openai"
@@ -158,6 +174,7 @@ class OpenAIJudge:
         extra_body: dict[str, Any] | None = None,
         replica_cooldown: float = 10.0,
         constrain_scores: bool = False,
+        revision: str | None = None,
     ) -> None:
         if concurrency < 1 or max_attempts < 1 or timeout <= 0:
             raise ConfigError("concurrency and max_attempts must be >= 1 and timeout > 0")
@@ -166,6 +183,12 @@ class OpenAIJudge:
         )
         if not urls:
             raise ConfigError("base_url is an empty list; give at least one server")
+        for url in urls:
+            if url is not None and not url.startswith(("http://", "https://")):
+                raise ConfigError(
+                    f"base URL {url!r} has no http:// or https://; write it in full, e.g."
+                    f" http://{url.split('://')[-1]}"
+                )
         self.model = model
         self.base_urls = urls
         self.api_key = api_key or os.environ.get(api_key_env) or "EMPTY"
@@ -175,6 +198,8 @@ class OpenAIJudge:
         self.cache = JudgeCache(cache) if isinstance(cache, (str, Path)) else cache
         self.prefill, self.seed, self.extra_body = prefill, seed, dict(extra_body or {})
         self.replica_cooldown, self.constrain_scores = replica_cooldown, constrain_scores
+        self.revision = revision
+        self.served: dict[str, str | None] = {}  # base URL -> the model's root, once checked
         self._down_until = [0.0] * len(urls)
         self._next = 0
         self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
@@ -204,6 +229,71 @@ class OpenAIJudge:
             "constrain_scores": self.constrain_scores,
         }
 
+    def identity(self) -> dict[str, Any]:
+        """What identifies the judge's model: its name, where it is served, and its
+        revision (given, or the ``root`` each replica reported to :meth:`check`)."""
+        roots = sorted({r for r in self.served.values() if r})
+        return {
+            "backend": self.backend,
+            "model": self.model,
+            "base_urls": sorted(u or "https://api.openai.com/v1" for u in self.base_urls),
+            "revision": self.revision or (roots[0] if len(roots) == 1 else roots or None),
+        }
+
+    def _cache_model(self) -> str:
+        return json.dumps(self.identity(), sort_keys=True)
+
+    async def check(self) -> dict[str, Any]:
+        """Prove the judge can grade before a run starts; return :meth:`identity`.
+
+        Each replica's ``/v1/models`` must list the model (its ``root`` is read as the
+        revision when none was given), and a one-line score-only request must come
+        back answered (a missing score is logged), without retries or the cache.
+
+        Raises:
+            JudgeUnavailable: a replica is unreachable, redirects, does not serve the
+                model, or answers without a score.
+        """
+        state = await self._enter_loop()
+        try:
+            for url, client in zip(self.base_urls, state.clients, strict=True):
+                where = url or "https://api.openai.com/v1"
+                try:
+                    page = await asyncio.wait_for(client.models.list(), self.timeout)
+                except Exception as e:
+                    raise JudgeUnavailable(
+                        f"the judge at {where} cannot be reached ({_describe(e)}). Nothing"
+                        " was graded. Start the judge server, or fix --base-url"
+                    ) from e
+                served = {m.id: (m.model_extra or {}).get("root") for m in page.data}
+                if self.model not in served:
+                    names = ", ".join(sorted(served)) or "none"
+                    raise JudgeUnavailable(
+                        f"the judge at {where} does not serve a model named {self.model!r};"
+                        f" it serves: {names}. Nothing was graded. Pass --model with one"
+                        " of those names"
+                    )
+                root = served[self.model]
+                self.served[where] = root if isinstance(root, str) else None
+                request = dataclasses.replace(
+                    CHECK_REQUEST, prefill=CHECK_REQUEST.prefill if self.prefill else ""
+                )
+                start = time.perf_counter()
+                try:
+                    raw = await self._attempt(client, request)
+                except Exception as e:
+                    raise JudgeUnavailable(
+                        f"the judge at {where} (model {self.model!r}) failed a one-line check"
+                        f" request: {_describe(e)}. Nothing was graded. Check the judge"
+                        " server's log, or fix --base-url/--model"
+                    ) from e
+                judgement = finish(request, raw, backend=self.backend, model=self.model,
+                                   latency_s=time.perf_counter() - start)  # fmt: skip
+                require_answered(self, judgement)
+        finally:
+            await self._exit_loop(state)
+        return self.identity()
+
     async def _enter_loop(self) -> _LoopState:
         """This loop's clients and semaphore, shared by the judge calls running on it."""
         loop = asyncio.get_running_loop()
@@ -211,7 +301,15 @@ class OpenAIJudge:
         if state is None:
             clients = [
                 openai.AsyncOpenAI(
-                    base_url=url, api_key=self.api_key, timeout=self.timeout, max_retries=0
+                    base_url=url,
+                    api_key=self.api_key,
+                    timeout=self.timeout,
+                    max_retries=0,
+                    # a redirect would hand the prompt, hidden reference included, and
+                    # the verdict to another server: refused (a backend failure)
+                    http_client=openai.DefaultAsyncHttpxClient(
+                        follow_redirects=False, timeout=self.timeout
+                    ),
                 )
                 for url in self.base_urls
             ]
@@ -243,7 +341,7 @@ class OpenAIJudge:
         if not self.prefill:  # the server will not see the prefill: do not parse as if it had
             requests = [dataclasses.replace(r, prefill="") for r in requests]
         sampling = self.sampling()
-        keys = [r.cache_key(self.backend, self.model, sampling) for r in requests]
+        keys = [r.cache_key(self.backend, self._cache_model(), sampling) for r in requests]
         batch = CachedBatch(requests, keys, self.cache, backend=self.backend, model=self.model)
         if not batch.todo:
             return batch.done({})

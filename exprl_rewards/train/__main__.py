@@ -80,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .run import Run  # imports torch, transformers and vLLM
 
         resume = args.resume or args.command == "eval"
+        from .resume import check_run_folder
+
+        check_run_folder(config, resume=resume)  # at once, before torch and the models load
         judge = args.command != "eval"  # eval checks answers: no judge server
         with Run(config, resume=resume, init=args.init, judge=judge) as run:
             if args.command == "eval":

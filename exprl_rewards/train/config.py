@@ -26,9 +26,10 @@ documented, not run here.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -43,7 +44,8 @@ __all__ = ["PRESETS", "TrainConfig", "load_config"]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `steps = true` or `lr = "3"` is an error, not 1 or 3; no inf or NaN anywhere
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class PolicyConfig(_Section):
@@ -64,7 +66,7 @@ class DataConfig(_Section):
     dataset: Literal["gsm8k", "math500"] = "gsm8k"
     train_size: int = Field(64, ge=1)
     eval_size: int = Field(32, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     instruction: str = Field(
         "Solve the problem step by step, one step per line. "
         "End with the final answer as \\boxed{ANSWER}.",
@@ -116,8 +118,11 @@ class OptimConfig(_Section):
 
     lr: float = Field(1e-6, ge=0)
     weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    clip_low: float = Field(0.2, ge=0)
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (
+        0.9,
+        0.999,
+    )
+    clip_low: float = Field(0.2, ge=0, lt=1, description="the ratio's floor is 1 - clip_low")
     clip_high: float = Field(0.28, ge=0)
     tis_cap: float | None = Field(2.0, gt=0, description="truncated importance weight cap")
     kl_coef: float = Field(0.001, ge=0)
@@ -132,7 +137,7 @@ class RunConfig(_Section):
 
     stage: Literal["I", "II"] = "I"
     steps: int = Field(30, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="NumPy seeds must be non-negative")
     out: Path = Path("runs/train")
     save_every: int = Field(10, ge=1)
     eval_samples: int = Field(8, ge=1, description="samples per eval prompt (pass@k, k <= n)")
@@ -157,6 +162,7 @@ class TrainConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
+        _check_names(self.judge)
         if self.sampler.max_tokens >= self.sampler.max_model_len:
             raise ValueError(
                 f"sampler.max_tokens ({self.sampler.max_tokens}) must leave room for the "
@@ -167,6 +173,28 @@ class TrainConfig(_Section):
     def override(self, changes: dict[str, Any]) -> TrainConfig:
         """A validated copy with ``changes`` (``{"run": {"steps": 2}}``) merged in."""
         return config_from_dict(_merge(self.model_dump(), changes), where="overrides")
+
+
+def _check_names(judge: JudgeConfig) -> None:
+    """Slicer, estimator and template names, checked when the config loads, not at step 1."""
+    from typing import get_args
+
+    from ..advantages import ProcessEstimator
+    from ..slicers import PRESETS as SLICERS
+    from ..templates import TEMPLATES
+
+    if judge.slicer not in SLICERS:
+        raise ValueError(f"judge.slicer: unknown {judge.slicer!r}; known: {', '.join(SLICERS)}")
+    estimators = get_args(ProcessEstimator)
+    if judge.estimator is not None and judge.estimator not in estimators:
+        known = ", ".join(estimators)
+        raise ValueError(f"judge.estimator: unknown {judge.estimator!r}; known: {known}")
+    template = judge.template
+    if template is not None and template not in TEMPLATES and not Path(template).is_file():
+        raise ValueError(
+            f"judge.template: {template!r} is neither a built-in"
+            f" ({', '.join(TEMPLATES)}) nor a template file"
+        )
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -222,7 +250,9 @@ def config_from_dict(raw: dict[str, Any], *, where: str = "config") -> TrainConf
             raise ConfigError(f"{where}: preset: unknown {preset!r}; known: {', '.join(PRESETS)}")
         raw = _merge(PRESETS[preset], raw)
     try:
-        return TrainConfig.model_validate(raw)
+        # JSON mode: strict about types, while TOML's arrays and strings still make tuples
+        # and paths
+        return TrainConfig.model_validate_json(json.dumps(raw, default=str))
     except ValidationError as e:
         lines = [
             f"  {'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
@@ -240,6 +270,11 @@ def load_config(source: str | Path) -> TrainConfig:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise ConfigError(f"cannot read training config {path}: {e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {e.start}: {e.object[e.start : e.start + 1]!r});"
+            " save the config as UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from e
     return config_from_dict(raw, where=str(path))

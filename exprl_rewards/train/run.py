@@ -26,6 +26,7 @@ from .answers import check_answer
 from .config import TrainConfig
 from .loop import StepData, batch_metrics, make_judge, reward_step, sample_rows, train_step
 from .policy import Policy
+from .resume import LOGS, check_run_folder, drop_rows_after
 from .sampler import Sampler
 from .tasks import Task, load_tasks, policy_prompt
 
@@ -50,6 +51,7 @@ class Run:
 
         self.config = config
         self.out = config.run.out
+        check_run_folder(config, resume=resume)  # before any model loads
         self.out.mkdir(parents=True, exist_ok=True)
         self.model_dir = str(
             default_model_dir() if config.policy.model == "embedded" else config.policy.model
@@ -70,10 +72,11 @@ class Run:
             self.policy.model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay
         )
         self.step = 0
-        if resume and self.checkpoint_path.exists():
-            self._load(self.checkpoint_path)
-            for log in ("metrics.jsonl", "samples.jsonl"):
-                self._drop_rows_after(self.out / log, self.step)
+        if resume:  # before the first checkpoint, step 0: the logged steps are redone
+            if self.checkpoint_path.exists():
+                self._load(self.checkpoint_path)
+            for log in LOGS:
+                drop_rows_after(self.out / log, self.step)
         elif init is not None:  # Stage II from Stage I: the weights only, step 0
             source = init / "checkpoint.pt" if init.is_dir() else init
             weights = torch.load(source, weights_only=False)["model"]
@@ -108,18 +111,6 @@ class Run:
             tmp,
         )  # fmt: skip
         os.replace(tmp, self.checkpoint_path)
-
-    @staticmethod
-    def _drop_rows_after(path: Path, step: int) -> None:
-        """Forget a log's rows of steps the checkpoint does not hold (a crash after a save)."""
-        if not path.exists():
-            return
-        rows = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        kept = [line for line in rows if json.loads(line)["step"] <= step]
-        if len(kept) < len(rows):
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-            os.replace(tmp, path)
 
     def _load(self, path: Path) -> None:
         state = torch.load(path, weights_only=False)

@@ -1,0 +1,133 @@
+"""Mistakes and accidents get one clear line and the way out, never a traceback.
+
+Each case runs the real command line (in-process or as a subprocess) on real files,
+against the fault server's judge over HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fault_server import FaultServer
+
+from exprl_rewards.cli.score import main
+
+DEEP = "[" * 1000 + "]" * 1000
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FaultServer]:
+    with FaultServer() as s:
+        yield s
+
+
+def rows(path: Path, n: int, response: str = "a [[score 4]]", extra: str = "") -> Path:
+    path.write_text("".join(
+        f'{{"id": "r{i}", "group_id": "g{i}", "question": "Q", "reference": "R",'
+        f' "response": {json.dumps(response)}{extra}}}\n' for i in range(n)
+    ))  # fmt: skip
+    return path
+
+
+def run(server: FaultServer, *args: str) -> int:
+    return main([*args, "--base-url", server.url, "--model", "marks", "--no-cache",
+                 "--progress", "off", "--mode", "outcome"])  # fmt: skip
+
+
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_json_nested_a_thousand_deep_is_a_bad_row(
+    server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], on_error: str
+) -> None:
+    source = tmp_path / "in.jsonl"
+    rows(source, 2)
+    with source.open("a") as f:
+        f.write('{"id": "deep", "group_id": "x", "question": "Q", "reference": "R",'
+                f' "response": "a", "deep": {DEEP}}}\n')  # fmt: skip
+    out = tmp_path / "out.jsonl"
+    code = run(server, str(source), "-o", str(out), "--on-error", on_error)
+    err = capsys.readouterr().err
+    assert f"{source}:3: nested too deep" in err or "skipped 1 bad input rows" in err
+    if on_error == "raise":
+        assert code == 2
+    else:
+        assert code == 0
+        assert len(out.read_text().splitlines()) == 2
+        (bad,) = [json.loads(x) for x in Path(f"{out}.errors.jsonl").read_text().splitlines()]
+        assert (bad["line"], bad["error"][:15]) == (3, "nested too deep")
+
+
+def test_a_parquet_file_with_a_bad_footer_names_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "cut.parquet"
+    bad.write_bytes(b"PAR1" + b"\x00" * 64)
+    assert main([str(bad), "-o", str(tmp_path / "o.jsonl"), "--base-url", "http://127.0.0.1:9/v1",
+                 "--model", "m"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert f"cannot read {bad} as Parquet" in err
+    assert "Traceback" not in err
+
+
+def test_ray_actors_zero_is_refused_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["in.jsonl", "-o", "o.jsonl", "--ray", "--ray-actors", "0"])
+    assert e.value.code == 2
+    assert "--ray-actors: 0 is not at least 1" in capsys.readouterr().err
+
+
+def test_a_full_disk_for_the_output_is_one_line(
+    server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = rows(tmp_path / "in.jsonl", 3)
+    assert run(server, str(source), "-o", "/dev/full") == 1  # every write: ENOSPC
+    err = capsys.readouterr().err
+    assert "cannot write /dev/full: No space left on device" in err
+    assert "rerun the same command" in err
+
+
+def test_ctrl_c_mid_run_keeps_what_was_written_and_says_how_to_resume(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    source = rows(tmp_path / "in.jsonl", 6, response=f"a FAULT:slow {tmp_path.name}")
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exprl_rewards.score", str(source), "-o", str(out),
+         "--base-url", server.url, "--model", "marks", "--no-cache", "--progress", "off",
+         "--mode", "outcome", "--batch-size", "1"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not out.exists() or not out.read_text()):
+        time.sleep(0.1)  # the first row is written (a slow answer takes 2 s)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted" in err
+    assert "rerun the same command" in err
+    assert "Traceback" not in err
+    assert 1 <= len(out.read_text().splitlines()) < 6
+
+
+def test_a_deep_body_is_a_400_on_the_reward_server(server: FaultServer) -> None:
+    import urllib.error
+    import urllib.request
+
+    from exprl_rewards.judges import OpenAIJudge
+    from exprl_rewards.pipeline import RewardPipeline
+    from exprl_rewards.serve import RewardServer
+
+    judge = OpenAIJudge("marks", base_url=server.url)
+    with RewardServer(RewardPipeline(judge, mode="outcome"), port=0) as rs:
+        data = ('{"query": ["q"], "prompts": ["p"], "labels": ' + DEEP + "}").encode()
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(urllib.request.Request(rs.url + "/get_reward", data=data),
+                                   timeout=30)  # fmt: skip
+    assert e.value.code == 400
+    assert "nested too deep" in json.loads(e.value.read())["error"]
