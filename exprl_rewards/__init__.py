@@ -25,7 +25,14 @@ from .advantages import (
 )
 from .alignment import segment_token_ranges, token_segment_ids
 from .cli.api import score_file
-from .errors import AlignmentError, ConfigError, ExpRLError, InputError, MissingExtraError
+from .errors import (
+    AlignmentError,
+    ConfigError,
+    ExpRLError,
+    InputError,
+    JudgeUnavailable,
+    MissingExtraError,
+)
 from .judges import Judge, JudgeCache, Judgement, JudgeRequest, OpenAIJudge, judge_sync
 from .kl import kl_penalty
 from .parsing import ParsedScore, expected_score, normalize_score, parse_score
@@ -51,6 +58,7 @@ __all__ = [
     "JudgeCache",
     "JudgeRequest",
     "JudgeTemplate",
+    "JudgeUnavailable",
     "Judgement",
     "MissingExtraError",
     "OpenAIJudge",

@@ -501,3 +501,30 @@ def test_the_defaults_work_together_with_the_embedded_judge(tmp_path: Path) -> N
     reasons = [s["reason"] for r in rows for s in r["exprl"]["segments"]]
     assert not any(r and "no score line" in r for r in reasons)
     assert sum(r["exprl"]["score"] is not None for r in rows) >= 3
+
+
+def test_score_file_is_the_typed_core_with_the_clis_guarantees(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    from exprl_rewards import ConfigError, InputError, JudgeUnavailable, score_file
+
+    source = write(tmp_path / "in.jsonl", [row("r1"), row("r2", mark="2")])
+    out, summary = tmp_path / "out.jsonl", tmp_path / "s.json"
+    judge = {"base_url": [server.url], "model": "marks", "no_cache": True, "mode": "outcome"}
+    got = score_file(source, out, summary_json=summary, progress="off", **judge)
+    assert json.loads(summary.read_text()) == got  # written, not silently ignored
+    assert got["scored"] == 2
+    with pytest.raises(ConfigError, match="unknown option 'base_ulr'; did you mean base_url"):
+        score_file(source, out, base_ulr=[server.url])
+    with pytest.raises(ConfigError, match=r"no_cache= \(--no-cache\) is a flag"):
+        score_file(source, out, no_cache="yes")
+    with pytest.raises(ConfigError, match=r"batch_size.*is not at least 1"):
+        score_file(source, out, batch_size=0)
+    bad = write(tmp_path / "bad.jsonl", [row("r1"), {"id": "r2"}])
+    with pytest.raises(InputError) as e:
+        score_file(bad, tmp_path / "o2.jsonl", **judge)
+    assert [(x.line, x.field) for x in e.value.errors] == [(2, "question")]  # type: ignore[attr-defined]
+    with pytest.raises(JudgeUnavailable, match="cannot be reached"):
+        score_file(source, tmp_path / "o3.jsonl", base_url=["http://127.0.0.1:9/v1"],
+                   model="m")  # fmt: skip
+    assert not (tmp_path / "o3.jsonl").exists()

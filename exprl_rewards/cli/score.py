@@ -4,8 +4,8 @@ Reads and validates every row first (exit code 2 on bad input, before any judge 
 ``--on-error skip`` writes bad rows to a side file instead), then grades complete groups
 a batch at a time and appends each finished row to the output, flushed. A rerun with the
 same output skips rows already written (by id) and never writes one twice; a group that
-was half written when the run died is graded again (from the judge cache) and only its
-missing rows are written. So a ``kill -9`` loses at most the batch in flight. The
+was half written when the run died is removed and graded and written whole again
+(:mod:`~exprl_rewards.cli.checks`). So a ``kill -9`` loses at most the batch in flight. The
 output must be this tool's own, written with the same settings, and one run at a time
 writes it (:mod:`exprl_rewards.cli.output`); anything else is refused untouched.
 
@@ -15,7 +15,9 @@ cannot is an error (exit code 3) that writes nothing. A rollout the judge never 
 mid-run is not a result: its group is not written, a rerun grades it again, and the run
 stops (exit code 3) once such rollouts pass ``--max-backend-failures`` of those graded.
 
-Exit codes: 0 done; 1 a bad option or output; 2 bad input rows; 3 the judge failed.
+Exit codes: 0 done; 1 a bad option or output; 2 bad input rows; 3 the judge failed;
+130 interrupted. :func:`score` is the typed core (it raises, :func:`exit_code` maps);
+:func:`main` parses the command line and prints the error.
 
 Judges: the embedded default (SmolLM2-135M-Instruct on vLLM in this process, built on
 first use), any OpenAI-compatible server (``--base-url``, ``--model``, key from
@@ -33,11 +35,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import ExpRLError, JudgeUnavailable
-from ..jsonl import FieldMap, RowError, SourceRow, read_rollouts
+from ..errors import ConfigError, ExpRLError, InputError, JudgeUnavailable
+from ..jsonl import FieldMap, SourceRow, read_rollouts
 from ..judges.health import check_judge_sync, describe_judge
 from ..pipeline import BatchResult
 from .build import AnyPipeline, build_pipeline, route_errors, run_settings, with_routes
+from .checks import BadRows, check_resume, errors_file, skip_bad_rows
 from .failures import BackendFailures
 from .judge_args import engine_log_of
 from .output import Output, check_output, check_side_files, open_output
@@ -45,7 +48,7 @@ from .records import input_digest, record
 from .score_args import score_parser
 from .summary import Progress, print_summary, summarize
 
-__all__ = ["main"]
+__all__ = ["exit_code", "main", "score"]
 
 EXIT_BAD_INPUT = 2
 EXIT_JUDGE = 3
@@ -76,8 +79,8 @@ def _report(
     failures: BackendFailures,
     start: float,
     args: argparse.Namespace,
-) -> None:
-    """Print the summary, and write it as JSON when asked."""
+) -> dict[str, Any]:
+    """Print the summary, and write it as JSON when asked; the summary."""
     good, bad, resumed = counts
     summary = summarize(batches, good, bad, resumed, time.perf_counter() - start)
     summary["backend_failed"] = failures.failed
@@ -87,62 +90,7 @@ def _report(
         path = Path(args.summary_json)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(summary, indent=2) + "\n")
-
-
-def _changed_rows(rows: list[SourceRow], output: Output) -> list[str]:
-    """Rows whose id is written with a digest of other input: graded text that changed."""
-    return [
-        f"{r.path}:{r.line}: row {r.rollout.id!r} is not the input its written score graded"
-        for r in rows
-        if output.digests.get(r.rollout.id, input_digest(r.rollout)) != input_digest(r.rollout)
-    ]
-
-
-def _partial_groups(rows: list[SourceRow], done: set[str]) -> set[str]:
-    """The written ids of groups that are written only in part."""
-    written: dict[str, list[bool]] = {}
-    for r in rows:
-        written.setdefault(r.rollout.group_id, []).append(r.rollout.id in done)
-    partial = {g for g, flags in written.items() if any(flags) and not all(flags)}
-    return {r.rollout.id for r in rows if r.rollout.group_id in partial and r.rollout.id in done}
-
-
-def _errors_file(args: argparse.Namespace) -> str:
-    """Where ``--on-error skip`` writes bad rows."""
-    if args.errors_file:
-        return str(args.errors_file)
-    return f"{args.output}.errors.jsonl" if args.output != "-" else "exprl-errors.jsonl"
-
-
-def _report_bad_rows(errors: list[RowError], args: argparse.Namespace) -> int:
-    if args.on_error == "raise":
-        for e in errors[:20]:
-            print(f"error: {e}", file=sys.stderr)
-        more = f" ({len(errors) - 20} more not shown)" if len(errors) > 20 else ""
-        print(
-            f"{len(errors)} bad input rows{more}; nothing was graded."
-            " Fix them, or pass --on-error skip.",
-            file=sys.stderr,
-        )
-        return EXIT_BAD_INPUT
-    side = Path(_errors_file(args))
-    side.parent.mkdir(parents=True, exist_ok=True)
-    with side.open("w", encoding="utf-8") as f:
-        for e in errors:
-            f.write(
-                json.dumps(
-                    {
-                        "path": e.path,
-                        "line": e.line,
-                        "field": e.field,
-                        "error": e.message,
-                        "row": e.text.rstrip("\n"),
-                    }
-                )
-                + "\n"
-            )
-    print(f"skipped {len(errors)} bad input rows; they are in {side}", file=sys.stderr)
-    return 0
+    return summary
 
 
 def _score_here(
@@ -182,83 +130,61 @@ def _score_here(
         failures.check()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit code."""
-    args = score_parser().parse_args(argv)
+def score(args: argparse.Namespace) -> dict[str, Any]:
+    """Run a scoring job from parsed options (:func:`~.score_args.score_parser`); return
+    its summary (also printed to stderr, and written to ``--summary-json``).
+
+    The typed core that :func:`main` and :func:`~exprl_rewards.cli.api.score_file` wrap.
+
+    Raises:
+        InputError: bad input rows (:class:`~.checks.BadRows`), an unreadable input, a
+            changed row: nothing is graded.
+        JudgeUnavailable: the judge failed its check, failures passed the limit, or the
+            run ended with rows the judge never answered (not written; rerun).
+        ExpRLError, OSError: a bad option or output, a failed write.
+        KeyboardInterrupt: interrupted; what was written is kept.
+    """
     start = time.perf_counter()
-    try:  # before any byte is written or any judge is called
-        errors_file = _errors_file(args) if args.on_error == "skip" else None
-        check_side_files(
-            {"--summary-json": args.summary_json, "--errors-file": errors_file},
-            input_path=args.input,
-            output_path=args.output,
-        )
-        check_output(args.output, name=args.output_field, input_path=args.input)
-    except ExpRLError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    # before any byte is written or any judge is called
+    side_errors = errors_file(args) if args.on_error == "skip" else None
+    check_side_files({"--summary-json": args.summary_json, "--errors-file": side_errors},
+                     input_path=args.input, output_path=args.output)  # fmt: skip
+    check_output(args.output, name=args.output_field, input_path=args.input)
     fields = FieldMap(**{name: getattr(args, f"{name}_field") for name in vars(FieldMap())})
-    try:
-        metadata = {"ability": args.ability_field, "extra_info": args.extra_info_field}
-        rows, errors = read_rollouts(args.input, fields, reserved=args.output_field,
-                                     metadata=metadata if args.route else None)  # fmt: skip
-    except ExpRLError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    metadata = {"ability": args.ability_field, "extra_info": args.extra_info_field}
+    rows, errors = read_rollouts(args.input, fields, reserved=args.output_field,
+                                 metadata=metadata if args.route else None)  # fmt: skip
     if args.route:
         split = route_errors(rows, args.ability_field)
         bad = {(e.path, e.line) for e in split}
         rows, errors = [r for r in rows if (r.path, r.line) not in bad], errors + split
-    if errors and _report_bad_rows(errors, args):
-        return EXIT_BAD_INPUT
+    if errors and args.on_error == "raise":
+        raise BadRows(errors)
+    if errors:
+        skip_bad_rows(errors, args)
     try:
         pipeline = build_pipeline(args)
-        failures = BackendFailures(args.max_backend_failures, describe_judge(pipeline.judge),
-                                   args.output_field)  # fmt: skip
-    except (ExpRLError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except (InputError, OSError) as e:  # a template file that cannot be read: an option's
+        raise ConfigError(str(e)) from e
+    failures = BackendFailures(args.max_backend_failures, describe_judge(pipeline.judge),
+                               args.output_field)  # fmt: skip
+    if not args.no_judge_check and (not args.ray or hasattr(pipeline.judge, "check")):
+        check_judge_sync(pipeline.judge)  # before anything is written
+    settings = run_settings(pipeline, args)
+    output = open_output(args.output, name=args.output_field, settings=settings,
+                         input_path=args.input)  # fmt: skip
     try:
-        if not args.no_judge_check and (not args.ray or hasattr(pipeline.judge, "check")):
-            check_judge_sync(pipeline.judge)  # before anything is written
-        settings = run_settings(pipeline, args)
-        output = open_output(
-            args.output, name=args.output_field, settings=settings, input_path=args.input
-        )
-    except JudgeUnavailable as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_JUDGE
-    except (ExpRLError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    if changed := _changed_rows(rows, output):
+        check_resume(rows, output, args)
+    except BaseException:
         output.close()
-        for line in changed[:20]:
-            print(f"error: {line}", file=sys.stderr)
-        print(
-            f"{len(changed)} rows changed since they were graded into {args.output}; a resume"
-            " would keep their old scores. Restore the input, or write to a new -o",
-            file=sys.stderr,
-        )
-        return EXIT_BAD_INPUT
-    if (partial := _partial_groups(rows, output.done)) and not output.rewind(
-        partial, args.output_field
-    ):
-        output.close()
-        print(
-            f"error: {args.output} holds part of {len(partial)} rows' groups, not as its last"
-            " rows: the input gained rows in groups already graded, whose advantages would"
-            " no longer match. Write to a new -o",
-            file=sys.stderr,
-        )
-        return EXIT_BAD_INPUT
+        raise
     done = output.done
     pending_groups = {r.rollout.group_id for r in rows if r.rollout.id not in done}
     todo = [r for r in rows if r.rollout.group_id in pending_groups]
     progress = Progress(sum(r.rollout.id not in done for r in todo), args.progress)
     batches = list(_batches(todo, args.batch_size))
     results: list[BatchResult] = []
-    code = 0
+    stopped: JudgeUnavailable | None = None
     try:
         if args.ray:
             from .ray_score import score_on_ray
@@ -266,32 +192,50 @@ def main(argv: Sequence[str] | None = None) -> int:
             score_on_ray(args, settings, batches, output, progress, failures, results)
         else:
             _score_here(args, pipeline, settings, batches, output, progress, failures, results)
-    except JudgeUnavailable as e:
-        print(f"error: {e}", file=sys.stderr)
-        code = EXIT_JUDGE
-    except ExpRLError as e:  # e.g. --ray without ray installed
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:  # the output's disk is full, or its folder went away
-        print(f"error: cannot write {args.output}: {e.strerror or e}. {_RESUME}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"\ninterrupted. {_RESUME}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except JudgeUnavailable as e:  # the summary still tells what was done
+        stopped = e
     finally:
         progress.close()
-        with contextlib.suppress(OSError):  # reported above; a cut last row is repaired
+        with contextlib.suppress(OSError):  # a failed write is reported; a cut row repaired
             output.close()
     cache = getattr(pipeline.judge, "cache", None)
     if cache is not None and getattr(cache, "disabled", None):
         print(f"warning: the judge cache was turned off mid-run: {cache.disabled}", file=sys.stderr)
-    _report(results, (len(rows), len(errors), len(done)), failures, start, args)
+    summary = _report(results, (len(rows), len(errors), len(done)), failures, start, args)
     if (log := engine_log_of(pipeline.judge)) is not None:
         print(f"  engine log (vLLM's own output; --verbose shows it): {log}", file=sys.stderr)
-    if code == 0 and (message := failures.message()) is not None:
-        print(f"error: {message}", file=sys.stderr)
-        code = EXIT_JUDGE
-    return code
+    if stopped is not None:
+        raise stopped
+    if (message := failures.message()) is not None:
+        raise JudgeUnavailable(message)
+    return summary
+
+
+def exit_code(error: BaseException) -> int:
+    """The command's exit code for an error :func:`score` raised."""
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(error, JudgeUnavailable):
+        return EXIT_JUDGE
+    return EXIT_BAD_INPUT if isinstance(error, InputError) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args = score_parser().parse_args(argv)
+    try:
+        score(args)
+    except KeyboardInterrupt as e:
+        print(f"\ninterrupted. {_RESUME}", file=sys.stderr)
+        return exit_code(e)
+    except OSError as e:  # the output's disk is full, or its folder went away
+        print(f"error: cannot write {args.output}: {e.strerror or e}. {_RESUME}", file=sys.stderr)
+        return 1
+    except (ExpRLError, ValueError) as e:
+        text = str(e)
+        print(text if text.startswith("error: ") else f"error: {text}", file=sys.stderr)
+        return exit_code(e)
+    return 0
 
 
 if __name__ == "__main__":
