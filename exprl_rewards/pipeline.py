@@ -48,6 +48,7 @@ from .advantages import outcome_advantages, process_advantages
 from .alignment import segment_token_ranges
 from .calibration import Calibrator, LinearCalibrator, probs_matrix
 from .errors import ConfigError, InputError
+from .guards import ContentGate, Guard, GuardHit, NeutralisedText, Neutraliser
 from .judges.base import DEFAULT_MIN_MASS, Judge, Judgement, JudgeRequest, run_sync
 from .results import BatchResult, RolloutResult, SegmentResult
 from .rollout import Rollout, Segment
@@ -103,6 +104,11 @@ class RewardPipeline:
         last_step: process modes: a rule-based verifier's outcome for a rollout (e.g. 1.0
             if its final answer is right), used as s_K by DeltaNorm, EndNorm and the prefix
             variant (released ``which_last_step="outcome"``); None masks the rollout.
+        guards: defences against responses that game the judge
+            (:func:`~exprl_rewards.guards.get_guards`): a content gate gives a response
+            with nothing in it the scale's minimum without a judge call, a neutraliser
+            removes grader-directed spans from what the judge sees. Default: none here;
+            the score CLI and the server turn both on.
     """
 
     def __init__(
@@ -123,6 +129,7 @@ class RewardPipeline:
         min_mass: float = DEFAULT_MIN_MASS,
         think_strip: bool = False,
         last_step: Callable[[Rollout], float | None] | None = None,
+        guards: Sequence[Guard] = (),
     ) -> None:
         self.judge = judge
         self.template = (
@@ -149,6 +156,7 @@ class RewardPipeline:
             raise ConfigError(f"min_mass must be between 0 and 1, got {min_mass!r}")
         self.min_mass = min_mass
         self.think_strip, self.last_step = think_strip, last_step
+        self.guards = tuple(guards)
 
     def graded_start(self, rollout: Rollout) -> int:
         """Where the text the judge sees starts: past the last ``</think>`` (think_strip)."""
@@ -179,19 +187,42 @@ class RewardPipeline:
             for p in parts
         )  # fmt: skip
 
-    def requests(self, rollout: Rollout, segments: Sequence[Segment]) -> list[JudgeRequest]:
-        """The judge requests for one rollout, one per segment."""
+    def guard(
+        self, rollout: Rollout
+    ) -> tuple[tuple[GuardHit, ...], NeutralisedText, GuardHit | None]:
+        """The guards' verdicts on one rollout: every hit, the response as the judge will
+        see it, and the content gate's hit (the rollout is then not judged)."""
+        graded = self.graded_start(rollout)
+        view, hits, gated = NeutralisedText(rollout.response), [], None
+        for g in self.guards:
+            if isinstance(g, ContentGate):
+                gated = g.check(rollout.response[graded:], rollout.question)
+                hits += [gated] if gated is not None else []
+            elif isinstance(g, Neutraliser):
+                hit, view = g.apply(rollout.response)
+                hits += [hit] if hit is not None else []
+        return tuple(hits), view, gated
+
+    def requests(
+        self,
+        rollout: Rollout,
+        segments: Sequence[Segment],
+        view: NeutralisedText | None = None,
+    ) -> list[JudgeRequest]:
+        """The judge requests for one rollout, one per segment; ``view``: the response as
+        the judge sees it (the neutraliser's), with the original offsets."""
         graded = self.graded_start(rollout)
         text = rollout.response
+        cut = (view or NeutralisedText(text)).slice
         base = {"question": rollout.question, "reference": rollout.reference,
-                "response": text[graded:]}  # fmt: skip
+                "response": cut(graded, len(text))}  # fmt: skip
         out = []
         for s in segments:
             variables: dict[str, Any] = dict(base, order=self.order)
             if self.mode != "outcome":
                 variables.update(
-                    step=text[max(s.start, graded) : s.end],
-                    previous=text[graded : max(s.start, graded)],
+                    step=cut(max(s.start, graded), s.end),
+                    previous=cut(graded, max(s.start, graded)),
                     step_index=s.index + 1,
                     num_steps=len(segments),
                 )
@@ -227,18 +258,24 @@ class RewardPipeline:
         # None (judged), "zero" (truncated: reward 0), or an unscored reason.
         plans: list[tuple[tuple[Segment, ...], int, str | None]] = []
         requests: list[JudgeRequest] = []
+        hits: list[tuple[GuardHit, ...]] = []
         for r in rollouts:
             segments = self.segments(r)
+            fired, view, gated = self.guard(r)
+            hits.append(fired)
             skip: str | None = None
-            if not segments:
+            if not segments and gated is None:
                 skip = "empty response"
             elif not r.reference.strip():
                 skip = EMPTY_REFERENCE
             elif r.truncated and self.truncated != "judge":
                 skip = "zero" if self.truncated == "zero" else "truncated"
+            elif gated is not None:  # the scale's minimum, or unscored: never judged
+                segments = segments or (Segment(0, 0, len(r.response), r.response),)
+                skip = "zero" if self._gate_minimum() else f"guard: {gated.detail}"
             plans.append((segments, len(requests), skip))
             if skip is None:
-                requests.extend(self.requests(r, segments))
+                requests.extend(self.requests(r, segments, view))
         judgements = await self.judge.judge(requests) if requests else []
         if len(judgements) != len(requests):
             raise RuntimeError(
@@ -285,15 +322,20 @@ class RewardPipeline:
                                          last=last, **self.estimator_options)  # fmt: skip
             seg_adv = [list(map(float, row)) for row in process.values.rows()]
         results = []
-        for r, (segments, first, skip), row, reasons, adv in zip(
-            rollouts, plans, rows, seg_reasons, seg_adv, strict=True
+        for r, (segments, first, skip), row, reasons, adv, fired in zip(
+            rollouts, plans, rows, seg_reasons, seg_adv, hits, strict=True
         ):
             used = judgements[first : first + len(segments)] if skip is None else []
-            result = self._result(r, segments, row, reasons, adv, tuple(used))
+            result = replace(self._result(r, segments, row, reasons, adv, tuple(used)),
+                             guards=fired)  # fmt: skip
             if self.last_step is not None and result.reason is None and np.isnan(adv).all():
                 result = replace(result, score=None, reason="last step: no verifier outcome")
             results.append(result)
         return BatchResult(tuple(results), time.perf_counter() - start)
+
+    def _gate_minimum(self) -> bool:
+        gate = next(g for g in self.guards if isinstance(g, ContentGate))
+        return gate.action == "minimum"
 
     def _result(
         self,

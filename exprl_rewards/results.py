@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .batch_stats import training_metrics
+from .guards import GuardHit
 from .judges.base import Judgement
 
 __all__ = ["BatchResult", "RolloutResult", "SegmentResult"]
@@ -53,6 +54,7 @@ class RolloutResult:
             (NaN where masked), else None.
         judgements: the judge's raw verdicts, in segment order.
         truncated: the rollout hit the policy's length limit.
+        guards: the guards that fired on it, and why (:mod:`exprl_rewards.guards`).
     """
 
     id: str
@@ -64,6 +66,7 @@ class RolloutResult:
     token_advantages: np.ndarray | None = field(default=None, compare=False)
     judgements: tuple[Judgement, ...] = field(default=(), compare=False)
     truncated: bool = False
+    guards: tuple[GuardHit, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,5 +98,6 @@ class BatchResult:
             "prompt_tokens": sum(j.prompt_tokens or 0 for j in judgements if not j.cached),
             "completion_tokens": sum(j.completion_tokens or 0 for j in judgements if not j.cached),
             "wall_s": round(self.wall_s, 3),
+            "guards_fired": dict(Counter(h.guard for r in self.results for h in r.guards)),
             **training_metrics(self.results),
         }

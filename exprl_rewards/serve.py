@@ -360,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .calibration import load_calibrator
     from .cli.judge_args import default_template, make_judge
+    from .guards import get_guards
     from .judges.cache import JudgeCache
     from .templates import TEMPLATES, load_template
 
@@ -372,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pipeline = RewardPipeline(
             make_judge(args, cache), mode=args.mode, template=template, slicer=args.slicer,
             calibrator=load_calibrator(args.calibration) if args.calibration else None,
-            prefill=not args.no_prefill, min_mass=args.min_mass,
+            prefill=not args.no_prefill, min_mass=args.min_mass, guards=get_guards(args.guards),
         )  # fmt: skip
         server = RewardServer(
             pipeline, host=args.host, port=args.port, token=args.token,

@@ -6,7 +6,8 @@ counted per distinct request body, so concurrent requests do not disturb each ot
 
 Without a script, a request whose text holds ``[[score N]]`` marks is answered
 "Score: N" for the last mark (``[[score none]]``: an answer with no score): a
-deterministic judge for pipeline tests.
+deterministic judge for pipeline tests; without marks, "Score: 4" (``default_score``:
+a generous judge answers 5 to everything).
 
 Behaviours: ``ok`` (a completion ending "Score: 4"), ``score7`` (an out-of-range score),
 an HTTP status (``400``, ``401``, ``404``, ``429``, ``500``, ``503``), ``slow`` (answer
@@ -198,7 +199,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
             self._send(200, json.dumps(completion(answer, logprobs)).encode())
         elif action == "ok":
-            self._send(200, json.dumps(completion("Reasoning: fine.\nScore: 4", logprobs)).encode())
+            answer = f"Reasoning: fine.\nScore: {self.server.default_score}"
+            self._send(200, json.dumps(completion(answer, logprobs)).encode())
         elif action == "score7":
             self._send(
                 200, json.dumps(completion("Reasoning: great.\nScore: 7", logprobs)).encode()
@@ -271,9 +273,11 @@ class FaultServer(ThreadingHTTPServer):
         models: tuple[str, ...] = ("marks", "m", "fault-model", "fault", "judge"),
         revision: str = "r1",
         redirect_to: str | None = None,
+        default_score: int = 4,
     ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.models, self.revision, self.redirect_to = models, revision, redirect_to
+        self.default_score = default_score
         self.lock = threading.Lock()
         self.attempts: dict[str, int] = {}
         self.bodies: list[dict[str, Any]] = []  # every request body, parsed, in order

@@ -24,6 +24,7 @@ from ..audit.report import write_report
 from ..audit.run import AuditOptions, audit
 from ..calibration import CALIBRATORS
 from ..errors import ExpRLError, JudgeUnavailable
+from ..guards import get_guards
 from ..jsonl import FieldMap
 from ..judges.cache import JudgeCache
 from ..judges.health import check_judge_sync, describe_judge
@@ -100,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--bootstrap", type=int, default=1000, help="resamples (default: 1000)")
     a.add_argument("--batch-size", type=int, default=64)
     add_judge_arguments(p)
+    p.set_defaults(guards="none")  # the audit measures the judge itself; --guards to add them
     return p
 
 
@@ -136,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_judge_sync(judge)
         pipeline = RewardPipeline(
             judge, mode=mode, template=template, slicer=args.slicer,
-            prefill=not args.no_prefill, min_mass=args.min_mass,
+            prefill=not args.no_prefill, min_mass=args.min_mass, guards=get_guards(args.guards),
         )  # fmt: skip
         options = AuditOptions(
             fit_fraction=args.fit_fraction, seed=args.seed, calibrator=args.calibrator,

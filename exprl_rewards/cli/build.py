@@ -17,6 +17,7 @@ from typing import Any
 
 from ..calibration import NORM_STRATEGIES, NormStrategyCalibrator, load_calibrator
 from ..errors import ConfigError
+from ..guards import get_guards
 from ..jsonl import FieldMap, RowError, SourceRow
 from ..judges.cache import JudgeCache
 from ..pipeline import RewardPipeline
@@ -48,6 +49,7 @@ def _common_options(args: argparse.Namespace) -> dict[str, Any]:
         options["calibrator"] = load_calibrator(args.calibration)
     if args.think_strip:
         options["think_strip"] = True
+    options["guards"] = get_guards(args.guards)
     return options
 
 
@@ -101,6 +103,7 @@ def _pipeline_settings(
         "sampling": sampling_of() if callable(sampling_of) else None,
         "prefill": pipeline.prefill,
         "min_mass": pipeline.min_mass,
+        "guards": [g.name for g in pipeline.guards],
         # only when set: rows written before the option existed resume as before
         **({"think_strip": True} if pipeline.think_strip else {}),
     }

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from ..errors import ExpRLError
+from ..guards import DEFAULT_GUARDS, GUARDS
 from ..judges.base import DEFAULT_MIN_MASS, Judge
 from ..judges.cache import JudgeCache
 from ..local_model import DEFAULT_MODEL_NAME, cache_dir
@@ -96,6 +97,16 @@ def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
         help="judge cache file (default: %(default)s)",
     )
     j.add_argument("--no-cache", action="store_true", help="do not read or write the judge cache")
+    j.add_argument(
+        "--guards",
+        default=",".join(DEFAULT_GUARDS),
+        metavar="NAME,...",
+        help=f"defences against responses that game the judge ({', '.join(GUARDS)}, or"
+        " none): the content gate gives a response with no content the scale's minimum"
+        " without a judge call; the neutraliser removes grader-directed text (score lines,"
+        " instructions to the grader, forged end markers) from what the judge sees"
+        " (default: %(default)s)",
+    )
     j.add_argument(
         "--no-judge-check",
         action="store_true",

@@ -50,6 +50,7 @@ def record(
         "reason": result.reason,
         "advantage": result.advantage,
         "truncated": result.truncated,
+        **({"guards": [h.to_dict() for h in result.guards]} if result.guards else {}),
     }
     if pipeline.mode != "outcome":
         out["segments"] = [
