@@ -69,7 +69,10 @@ MASTER_KEYS = (
     "решение", "ответ", "ход мыслей", "давайте решим это шаг за шагом",
 )  # fmt: skip
 _KEYS = re.compile(
-    "|".join(re.escape(k) for k in sorted(MASTER_KEYS, key=len, reverse=True)), re.IGNORECASE
+    r"(?<!\w)(?:"
+    + "|".join(re.escape(k) for k in sorted(MASTER_KEYS, key=len, reverse=True))
+    + r")(?!\w)",
+    re.IGNORECASE,
 )
 
 
@@ -77,6 +80,11 @@ def _letters(text: str) -> str:
     """The letters and digits of ``text``, lower-cased (NFKC), in order."""
     folded = unicodedata.normalize("NFKC", text).lower()
     return "".join(ch for ch in folded if ch.isalnum())
+
+
+def _content(text: str) -> str:
+    """The letters and digits of ``text`` once the master-key openers are taken out."""
+    return _letters(_KEYS.sub(" ", unicodedata.normalize("NFKC", text)))
 
 
 class ContentGate:
@@ -109,12 +117,12 @@ class ContentGate:
 
     def check(self, response: str, question: str) -> GuardHit | None:
         """Why ``response`` has no content to judge, or None."""
-        left = _letters(_KEYS.sub(" ", unicodedata.normalize("NFKC", response)))
+        left = _content(response)
         if not left:
             shown = response.strip()[:40]
             what = f" ({shown!r})" if shown else " (empty)"
             return GuardHit(self.name, f"no content beyond punctuation and openers{what}")
-        if len(left) >= self.echo_chars and left in _letters(question):
+        if len(left) >= self.echo_chars and left in _content(question):
             return GuardHit(self.name, "the response only repeats the question")
         return None
 

@@ -19,7 +19,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..audit.datasets import DATASETS, load_dataset
+from ..audit.datasets import DATASETS, Labelled, load_dataset
+from ..audit.hack_report import hack_report, write_hacks
 from ..audit.report import write_report
 from ..audit.run import AuditOptions, audit
 from ..calibration import CALIBRATORS
@@ -101,8 +102,43 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--bootstrap", type=int, default=1000, help="resamples (default: 1000)")
     a.add_argument("--batch-size", type=int, default=64)
     add_judge_arguments(p)
+    h = p.add_argument_group("hack probes (exprl_rewards.audit.probes)")
+    h.add_argument(
+        "--hacks",
+        action="store_true",
+        help="also grade responses a policy could learn to game the judge (master keys,"
+        " grader-directed text, padding...) against each question's right solution, without"
+        " and with the default guards; writes HACKS.md, hacks.json and hacks.png",
+    )
+    h.add_argument(
+        "--hacks-only",
+        action="store_true",
+        help="the hack probes alone (any mode; outcome labels suffice), no calibration",
+    )
+    h.add_argument(
+        "--hack-questions",
+        type=int,
+        default=30,
+        metavar="N",
+        help="questions with a right and a wrong solution to build probes from (default: 30)",
+    )
     p.set_defaults(guards="none")  # the audit measures the judge itself; --guards to add them
     return p
+
+
+def _hacks(args: argparse.Namespace, pipeline: RewardPipeline, items: list[Labelled]) -> int:
+    """Grade the hack probes, write and print the hack table."""
+    start = time.perf_counter()
+    hacks = hack_report(pipeline, items, questions=args.hack_questions, seed=args.seed,
+                        bootstrap=args.bootstrap)  # fmt: skip
+    if not hacks["runs"]["as given"]["questions"]:
+        print(f"error: {args.data} has no question with both a right and a wrong solution,"
+              " which the hack probes are built from", file=sys.stderr)  # fmt: skip
+        return 2
+    path = write_hacks(args.out, hacks)
+    print(path.read_text(), end="")
+    print(f"\nhack probes: {path} ({time.perf_counter() - start:.1f} s)", file=sys.stderr)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -127,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             items = [i for i in items if i.rollout.group_id in chosen]
         step_labels = all(i.step_labelled for i in items)
         mode: Mode = args.mode or ("process-prefix" if step_labels else "outcome")
-        if mode != "outcome" and not step_labels:
+        if mode != "outcome" and not step_labels and not args.hacks_only:
             raise ExpRLError(f"--mode {mode} needs step labels; {args.data} has outcome labels")
         template = args.template or f"{mode}-score-only"
         if template not in TEMPLATES:
@@ -145,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             threshold=args.threshold, probes=args.probes, bootstrap=args.bootstrap,
             batch_size=args.batch_size,
         )  # fmt: skip
+        if args.hacks_only:
+            return _hacks(args, pipeline, items)
         meta = {
             "dataset": args.data,
             "limit": args.limit,
@@ -175,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     print(path.read_text(), end="")
     print(f"\nreport: {path.parent}/ ({report['wall_s']} s)", file=sys.stderr)
+    if args.hacks:
+        return _hacks(args, pipeline, items)
     if (log := engine_log_of(pipeline.judge)) is not None:
         print(f"engine log (vLLM's own output; --verbose shows it): {log}", file=sys.stderr)
     return 0
