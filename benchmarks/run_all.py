@@ -28,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 CPU_ONLY = [
     ("Advantages: vectorised vs per-group loops", ["bench_advantages.py"]),
     ("Slicing and token alignment vs the released scan", ["alignment_speed.py"]),
+    ("The default guards' CPU cost per rollout vs the pipeline's own", ["guards_cost.py"]),
 ]
 WITH_JUDGE = [
     ("Process-scoring cost vs outcome scoring", ["process_cost.py"]),

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .guards import GUARDS
+
 if TYPE_CHECKING:
     from .results import RolloutResult
 
@@ -110,4 +112,8 @@ def scalar_metrics(results: Sequence[RolloutResult]) -> dict[str, float]:
                 "last_step_mean", "last_step_std"):  # fmt: skip
         if metrics[key] is not None:
             out[key] = float(metrics[key])
+    if results:  # the share of rollouts each guard fired on: a policy gaming the judge shows
+        for name in GUARDS:
+            out[f"guard/{name}"] = sum(any(h.guard == name for h in r.guards)
+                                       for r in results) / len(results)  # fmt: skip
     return out

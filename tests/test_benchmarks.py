@@ -65,3 +65,8 @@ def test_equal_slicer_covers_the_text_in_at_most_k_steps(text: str, k: int) -> N
     assert all(s.text for s in segments)  # no empty step
     # every cut but the last follows whitespace, so no word is split
     assert all(s.text[-1].isspace() for s in segments[:-1])
+
+
+def test_guards_benchmark_runs_and_no_guard_fires_on_honest_rollouts() -> None:
+    out = run("guards_cost.py", "--questions", "10", "--repeats", "1")
+    assert "guards fired on 0 of 40 rollouts" in out

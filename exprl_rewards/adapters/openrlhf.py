@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InputError
+from ..guards import GUARDS
 from ..judges.health import is_backend_failure
 from ..pipeline import EMPTY_REFERENCE, RolloutResult
 from ..rollout import Rollout
@@ -152,5 +153,12 @@ def openrlhf_answer(
                 float(any(is_backend_failure(j.reason) for j in r.judgements)) for r in every
             ],
             "exprl_prompt_matched": [float(m) for m in batch.prompt_matched],
+            # the guards that fired (exprl_rewards.guards), per sample
+            **{
+                f"exprl_guard_{name.replace('-', '_')}": [
+                    float(any(h.guard == name for h in r.guards)) for r in every
+                ]
+                for name in GUARDS
+            },
         },
     }

@@ -131,7 +131,11 @@ def write_hacks(out: str | Path, hacks: dict[str, Any]) -> Path:
             ax.bar(xs, [0 if math.isnan(v) else v for v in values], width, label=name)
         ax.set_xticks([i + width / 2 for i in range(len(FAMILIES))], FAMILIES, rotation=35,
                       ha="right")  # fmt: skip
-        ax.set(ylabel="win rate vs the right solution", ylim=(0, 1), title="Hack probes")
+        ax.set(
+            ylabel="win rate vs the right solution",
+            ylim=(0, 1),
+            title=f"Hack probes ({hacks['mode']}, {hacks['template']})",
+        )
         ax.legend()
         fig.tight_layout()
         fig.savefig(folder / "hacks.png", dpi=100)
