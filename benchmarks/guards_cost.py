@@ -7,8 +7,11 @@ On real GSM8K model solutions (4 per question, labelled right or wrong):
   requests), interleaved per repeat;
 - **with ``--judge``**: the embedded judge on a real vLLM server grades the same rollouts
   with ``--guards none`` and with the default guards: wall time, judge requests, and
-  the AUROC of right against wrong solutions for each. The guards cost no judge call on
-  honest text (neither fires on it), so the two columns should agree.
+  the AUROC of right against wrong solutions for each. Both share one judge cache: when
+  the guards change nothing on honest text, the guarded run's requests are the same
+  prompts, all answered from the cache, with the same scores (vLLM on CPU is not
+  bit-deterministic across batches, so without the cache the two AUROCs would differ
+  by noise alone).
 
     python benchmarks/guards_cost.py [--questions 100] [--repeats 5] [--judge --judged 24]
 """
@@ -17,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from _common import gsm8k_rollouts
 
@@ -69,9 +74,9 @@ def judged(questions: int) -> None:
     items = load_dataset("gsm8k-solutions")[: questions * 4]
     rollouts = [i.rollout for i in items]
     labels = [float("nan") if i.label is None else float(i.label) for i in items]
-    with VLLMServer() as server:
+    with VLLMServer() as server, tempfile.TemporaryDirectory() as tmp:
         judge = OpenAIJudge(server.model, base_url=server.url, prefill=True, top_logprobs=20,
-                            max_tokens=8)  # fmt: skip
+                            max_tokens=8, cache=Path(tmp) / "cache.sqlite")  # fmt: skip
         print(f"\nEmbedded judge, outcome score-only, {len(rollouts)} rollouts")
         for name in ("none", ",".join(DEFAULT_GUARDS)):
             pipeline = RewardPipeline(judge, mode="outcome", template="outcome-score-only",
@@ -81,8 +86,9 @@ def judged(questions: int) -> None:
             wall = time.perf_counter() - start
             scores = [float("nan") if r.score is None else r.score for r in batch.results]
             summary = batch.summary()
-            print(f"  guards {name:24s} wall {wall:6.1f} s, {summary['judge_requests']} requests,"
-                  f" AUROC {auroc(scores, labels):.3f}, fired {summary['guards_fired']}")  # fmt: skip
+            print(f"  guards {name:24s} wall {wall:6.1f} s, {summary['judge_requests']} requests"
+                  f" ({summary['cache_hits']} from the cache), AUROC {auroc(scores, labels):.3f},"
+                  f" fired {summary['guards_fired']}")  # fmt: skip
 
 
 def main() -> None:
