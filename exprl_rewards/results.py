@@ -17,6 +17,7 @@ import numpy as np
 from .batch_stats import training_metrics
 from .guards import GuardHit
 from .judges.base import Judgement
+from .judges.health import is_backend_failure
 
 __all__ = ["BatchResult", "RolloutResult", "SegmentResult"]
 
@@ -67,6 +68,11 @@ class RolloutResult:
     judgements: tuple[Judgement, ...] = field(default=(), compare=False)
     truncated: bool = False
     guards: tuple[GuardHit, ...] = ()
+
+    @property
+    def backend_failed(self) -> bool:
+        """A judge request of this rollout got no answer (not: an answer without a score)."""
+        return any(is_backend_failure(j.reason) for j in self.judgements)
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ from .adapters.common import UnscoredPolicy
 from .adapters.openrlhf import openrlhf_answer, openrlhf_batch
 from .errors import ConfigError, ExpRLError, InputError, JudgeUnavailable
 from .httpd import BoundedHTTPServer, ClientError, Route, make_handler
-from .judges.health import check_judge, describe_judge, is_backend_failure
+from .judges.health import check_judge, describe_judge
 from .pipeline import BatchResult, RewardPipeline
 from .rollout import Rollout
 
@@ -185,7 +185,7 @@ class RewardServer:
 
     def _judged(self, results: Sequence[Any], skipped: int = 0) -> None:
         """Log every sample the judge never answered; a 503 when none was answered."""
-        failed = [r for r in results if any(is_backend_failure(j.reason) for j in r.judgements)]
+        failed = [r for r in results if r.backend_failed]
         for r in failed:
             _log.warning("judge backend failure, sample %s: %s", r.id, r.reason)
         if failed and len(failed) == len(results):

@@ -31,7 +31,6 @@ from typing import Any
 
 from ..errors import InputError
 from ..guards import GUARDS
-from ..judges.health import is_backend_failure
 from ..pipeline import EMPTY_REFERENCE, RolloutResult
 from ..rollout import Rollout
 from .chat_text import clean_response, question_from_prompt
@@ -149,9 +148,7 @@ def openrlhf_answer(
         "extra_logs": {
             "exprl_unscored": [float(r.score is None) for r in every],
             # the judge never answered: no verdict, where exprl_unscored may be a parse
-            "exprl_backend_failed": [
-                float(any(is_backend_failure(j.reason) for j in r.judgements)) for r in every
-            ],
+            "exprl_backend_failed": [float(r.backend_failed) for r in every],
             "exprl_prompt_matched": [float(m) for m in batch.prompt_matched],
             # the guards that fired (exprl_rewards.guards), per sample
             **{

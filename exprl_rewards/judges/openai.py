@@ -341,7 +341,8 @@ class OpenAIJudge:
         if not self.prefill:  # the server will not see the prefill: do not parse as if it had
             requests = [dataclasses.replace(r, prefill="") for r in requests]
         sampling = self.sampling()
-        keys = [r.cache_key(self.backend, self._cache_model(), sampling) for r in requests]
+        identity = self._cache_model()  # once a batch, not once a request
+        keys = [r.cache_key(self.backend, identity, sampling) for r in requests]
         batch = CachedBatch(requests, keys, self.cache, backend=self.backend, model=self.model)
         if not batch.todo:
             return batch.done({})
