@@ -45,13 +45,13 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from .advantages import outcome_advantages, process_advantages
-from .alignment import segment_token_ranges
 from .calibration import Calibrator, LinearCalibrator, probs_matrix
 from .errors import ConfigError, InputError
 from .guards import ContentGate, Guard, GuardHit, NeutralisedText, Neutraliser
-from .judges.base import DEFAULT_MIN_MASS, Judge, Judgement, JudgeRequest, run_sync
-from .results import BatchResult, RolloutResult, SegmentResult
+from .judges.base import DEFAULT_MIN_MASS, Judge, JudgeRequest, run_sync
+from .results import BatchResult, RolloutResult, SegmentResult, rollout_result
 from .rollout import Rollout, Segment
+from .score_guards import SecondLook, apply_score_guards
 from .slicers import Slicer, get_slicer
 from .templates import JudgeTemplate, Mode, Order, get_template
 
@@ -208,9 +208,11 @@ class RewardPipeline:
         rollout: Rollout,
         segments: Sequence[Segment],
         view: NeutralisedText | None = None,
+        order: Order | None = None,
     ) -> list[JudgeRequest]:
         """The judge requests for one rollout, one per segment; ``view``: the response as
-        the judge sees it (the neutraliser's), with the original offsets."""
+        the judge sees it (the neutraliser's), with the original offsets; ``order``: the
+        prompt order, if not the pipeline's (a second look)."""
         graded = self.graded_start(rollout)
         text = rollout.response
         cut = (view or NeutralisedText(text)).slice
@@ -218,7 +220,7 @@ class RewardPipeline:
                 "response": cut(graded, len(text))}  # fmt: skip
         out = []
         for s in segments:
-            variables: dict[str, Any] = dict(base, order=self.order)
+            variables: dict[str, Any] = dict(base, order=order or self.order)
             if self.mode != "outcome":
                 variables.update(
                     step=cut(max(s.start, graded), s.end),
@@ -259,6 +261,7 @@ class RewardPipeline:
         plans: list[tuple[tuple[Segment, ...], int, str | None]] = []
         requests: list[JudgeRequest] = []
         hits: list[tuple[GuardHit, ...]] = []
+        views: list[NeutralisedText | None] = []
         for r in rollouts:
             segments = self.segments(r)
             fired, view, gated = self.guard(r)
@@ -276,10 +279,15 @@ class RewardPipeline:
             plans.append((segments, len(requests), skip))
             if skip is None:
                 requests.extend(self.requests(r, segments, view))
-        judgements = await self.judge.judge(requests) if requests else []
-        if len(judgements) != len(requests):
+                views.append(view)
+            else:
+                views.append(None)
+        second = self._second_requests(rollouts, plans, views)
+        every = requests + [q for qs in second.values() for q in qs]
+        judgements = await self.judge.judge(every) if every else []
+        if len(judgements) != len(every):
             raise RuntimeError(
-                f"judge returned {len(judgements)} judgements for {len(requests)} requests"
+                f"judge returned {len(judgements)} judgements for {len(every)} requests"
             )
         raw = np.array(
             [np.nan if j.score is None else j.score for j in judgements], dtype=np.float64
@@ -289,6 +297,11 @@ class RewardPipeline:
         if any(j.probs is not None for j in judgements):
             probs = probs_matrix([j.probs for j in judgements], high - low + 1)
         calibrated = self.calibrator(raw, low=low, high=high, probs=probs) if raw.size else raw
+        looks, at = {}, len(requests)
+        for i, qs in second.items():
+            looks[i], at = calibrated[at : at + len(qs)].tolist(), at + len(qs)
+        extra = tuple(judgements[len(requests) :])
+        judgements, calibrated = judgements[: len(requests)], calibrated[: len(requests)]
         rows: list[list[float]] = []
         seg_reasons: list[list[str | None]] = []
         for segments, first, skip in plans:
@@ -307,6 +320,11 @@ class RewardPipeline:
                     for j, c in zip(judgements[first : first + k], calibrated[first : first + k],
                                     strict=True)
                 ])  # fmt: skip
+        graded = [r.response[self.graded_start(r) :] for r in rollouts]
+        judged = [skip is None for _, _, skip in plans]
+        after = apply_score_guards(self.guards, rollouts, graded, judged, rows, seg_reasons,
+                                   looks, self.order)  # fmt: skip
+        hits = [a + b for a, b in zip(hits, after, strict=True)]
         group_ids = [r.group_id for r in rollouts]
         if self.mode == "outcome":
             flat = [row[0] if row else np.nan for row in rows]
@@ -326,75 +344,33 @@ class RewardPipeline:
             rollouts, plans, rows, seg_reasons, seg_adv, hits, strict=True
         ):
             used = judgements[first : first + len(segments)] if skip is None else []
-            result = replace(self._result(r, segments, row, reasons, adv, tuple(used)),
+            result = replace(rollout_result(r, segments, row, reasons, adv, tuple(used),
+                                            outcome=self.mode == "outcome", reduce=self.reduce),
                              guards=fired)  # fmt: skip
             if self.last_step is not None and result.reason is None and np.isnan(adv).all():
                 result = replace(result, score=None, reason="last step: no verifier outcome")
             results.append(result)
-        return BatchResult(tuple(results), time.perf_counter() - start)
+        return BatchResult(tuple(results), time.perf_counter() - start, extra)
+
+    def _second_requests(
+        self,
+        rollouts: Sequence[Rollout],
+        plans: Sequence[tuple[tuple[Segment, ...], int, str | None]],
+        views: Sequence[NeutralisedText | None],
+    ) -> dict[int, list[JudgeRequest]]:
+        """A second look's requests (the other prompt order), by rollout index."""
+        look = next((g for g in self.guards if isinstance(g, SecondLook)), None)
+        if look is None:
+            return {}
+        other = look.other_order(self.order)
+        return {
+            i: self.requests(r, segments, view, order=other)
+            for i, (r, (segments, _, skip), view) in enumerate(
+                zip(rollouts, plans, views, strict=True)
+            )
+            if skip is None and look.chosen(r.id)
+        }
 
     def _gate_minimum(self) -> bool:
         gate = next(g for g in self.guards if isinstance(g, ContentGate))
         return gate.action == "minimum"
-
-    def _result(
-        self,
-        rollout: Rollout,
-        segments: Sequence[Segment],
-        scores: list[float],
-        reasons: list[str | None],
-        advantages: list[float],
-        judgements: tuple[Judgement, ...],
-    ) -> RolloutResult:
-        ranges = None
-        token_adv = None
-        if rollout.token_offsets is not None and segments:
-            ranges = segment_token_ranges(segments, rollout.token_offsets)
-            token_adv = np.repeat(
-                np.array(advantages, dtype=np.float64), ranges[:, 1] - ranges[:, 0]
-            )
-        raws = [j.score for j in judgements] if judgements else [None] * len(segments)
-        seg_results = tuple(
-            SegmentResult(
-                index=s.index,
-                start=s.start,
-                end=s.end,
-                score=None if np.isnan(score) else float(score),
-                raw=raw,
-                reason=reason,
-                advantage=None if np.isnan(a) else a,
-                tokens=(int(ranges[s.index, 0]), int(ranges[s.index, 1]))
-                if ranges is not None
-                else None,
-            )
-            for s, score, raw, reason, a in zip(
-                segments, scores, raws, reasons, advantages, strict=True
-            )
-        )
-        reason = next(
-            (
-                f"segment {i}: {x}" if self.mode != "outcome" else x
-                for i, x in enumerate(reasons)
-                if x
-            ),
-            None,
-        )
-        if not segments:
-            reason = "empty response"
-        score = None
-        if reason is None:
-            values = [s.score for s in seg_results if s.score is not None]
-            score = {"last": values[-1], "mean": float(np.mean(values)), "min": min(values),
-                     "sum": float(np.sum(values))}[self.reduce]  # fmt: skip
-        advantage = seg_results[0].advantage if self.mode == "outcome" and seg_results else None
-        return RolloutResult(
-            id=rollout.id,
-            group_id=rollout.group_id,
-            score=score,
-            reason=reason,
-            advantage=advantage,
-            segments=seg_results,
-            token_advantages=token_adv,
-            judgements=judgements,
-            truncated=rollout.truncated,
-        )

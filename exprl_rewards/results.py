@@ -9,17 +9,20 @@ order, with totals and the released trainer's metrics (:meth:`BatchResult.summar
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .alignment import segment_token_ranges
 from .batch_stats import training_metrics
 from .guards import GuardHit
 from .judges.base import Judgement
 from .judges.health import is_backend_failure
+from .rollout import Rollout, Segment
 
-__all__ = ["BatchResult", "RolloutResult", "SegmentResult"]
+__all__ = ["BatchResult", "RolloutResult", "SegmentResult", "rollout_result"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class BatchResult:
 
     results: tuple[RolloutResult, ...]
     wall_s: float
+    extra: tuple[Judgement, ...] = ()  # judgements no rollout holds (a second look's)
 
     @property
     def unscored_reasons(self) -> Counter[str]:
@@ -90,7 +94,7 @@ class BatchResult:
     def summary(self) -> dict[str, Any]:
         """Totals (rollouts, scored, unscored by reason, mean score, judge usage, time) and
         the released trainer's metrics (:func:`~exprl_rewards.batch_stats.training_metrics`)."""
-        judgements = [j for r in self.results for j in r.judgements]
+        judgements = [j for r in self.results for j in r.judgements] + list(self.extra)
         scores = [r.score for r in self.results if r.score is not None]
         return {
             "rollouts": len(self.results),
@@ -107,3 +111,63 @@ class BatchResult:
             "guards_fired": dict(Counter(h.guard for r in self.results for h in r.guards)),
             **training_metrics(self.results),
         }
+
+
+def rollout_result(
+    rollout: Rollout,
+    segments: Sequence[Segment],
+    scores: list[float],
+    reasons: list[str | None],
+    advantages: list[float],
+    judgements: tuple[Judgement, ...],
+    *,
+    outcome: bool,
+    reduce: str,
+) -> RolloutResult:
+    """A rollout's result from its segments' calibrated scores, reasons and advantages."""
+    ranges = None
+    token_adv = None
+    if rollout.token_offsets is not None and segments:
+        ranges = segment_token_ranges(segments, rollout.token_offsets)
+        token_adv = np.repeat(np.array(advantages, dtype=np.float64), ranges[:, 1] - ranges[:, 0])
+    raws = [j.score for j in judgements] if judgements else [None] * len(segments)
+    seg_results = tuple(
+        SegmentResult(
+            index=s.index,
+            start=s.start,
+            end=s.end,
+            score=None if np.isnan(score) else float(score),
+            raw=raw,
+            reason=reason,
+            advantage=None if np.isnan(a) else a,
+            tokens=(int(ranges[s.index, 0]), int(ranges[s.index, 1]))
+            if ranges is not None
+            else None,
+        )
+        for s, score, raw, reason, a in zip(
+            segments, scores, raws, reasons, advantages, strict=True
+        )
+    )
+    reason = next(
+        (f"segment {i}: {x}" if not outcome else x for i, x in enumerate(reasons) if x),
+        None,
+    )
+    if not segments:
+        reason = "empty response"
+    score = None
+    if reason is None:
+        values = [s.score for s in seg_results if s.score is not None]
+        score = {"last": values[-1], "mean": float(np.mean(values)), "min": min(values),
+                 "sum": float(np.sum(values))}[reduce]  # fmt: skip
+    advantage = seg_results[0].advantage if outcome and seg_results else None
+    return RolloutResult(
+        id=rollout.id,
+        group_id=rollout.group_id,
+        score=score,
+        reason=reason,
+        advantage=advantage,
+        segments=seg_results,
+        token_advantages=token_adv,
+        judgements=judgements,
+        truncated=rollout.truncated,
+    )

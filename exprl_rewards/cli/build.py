@@ -103,7 +103,7 @@ def _pipeline_settings(
         "sampling": sampling_of() if callable(sampling_of) else None,
         "prefill": pipeline.prefill,
         "min_mass": pipeline.min_mass,
-        "guards": [g.name for g in pipeline.guards],
+        "guards": [g.spec for g in pipeline.guards],
         # only when set: rows written before the option existed resume as before
         **({"think_strip": True} if pipeline.think_strip else {}),
     }

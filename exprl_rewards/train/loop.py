@@ -29,7 +29,7 @@ import torch
 
 from .. import OpenAIJudge, RewardPipeline, Rollout, outcome_advantages
 from ..adapters.offsets import token_offsets
-from .answers import check_answer
+from ..answers import check_answer
 from .config import TrainConfig
 from .loss import policy_loss
 from .policy import Batch, Policy

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..answers import check_answer
 from ..local_model import default_model_dir
 from ..metrics import pass_at_k
-from .answers import check_answer
 from .config import TrainConfig
 from .loop import StepData, batch_metrics, make_judge, reward_step, sample_rows, train_step
 from .policy import Policy
