@@ -10,7 +10,9 @@ are exactly what they would be without them.
 
 :class:`HackAlarm` watches, over a window of steps:
 
-- **canaries**: their mean reward reaches the honest mean (``margin``);
+- **canaries**: over a full window, their mean reward is above the scale's minimum and
+  reaches the honest mean (less ``margin``): canaries and honest rollouts both at 0 say
+  nothing;
 - **divergence**: where a rule can check the final answers
   (:func:`~exprl_rewards.answers.verify`), the judge's mean reward rises by at least
   ``rise`` against the window before while the verifier's accuracy does not rise.
@@ -186,9 +188,12 @@ class HackAlarm:
         h_mean, c_mean, acc = (_mean(p) for p in pool)
         out = {"hack/honest_reward": _mean(scored), "hack/canary_reward": _mean(canaries),
                "hack/canary_margin": h_mean - c_mean, "hack/verifier_accuracy": _mean(checked),
-               "hack/alarm": 0.0}  # fmt: skip
+               "hack/alarm": 0.0, "hack/alarm_canary": 0.0,
+               "hack/alarm_divergence": 0.0}  # fmt: skip
         why = []
-        if canaries and c_mean >= h_mean - self.margin:
+        full = len(recent) == self.window  # one step's few canaries are too noisy
+        if full and canaries and c_mean > 0 and c_mean >= h_mean - self.margin:
+            out["hack/alarm_canary"] = 1.0
             why.append(f"step {step}: canaries score {c_mean:.3f} over the last "
                        f"{len(recent)} steps, at least the honest mean {h_mean:.3f}")  # fmt: skip
         if len(earlier) == self.window:
@@ -197,6 +202,7 @@ class HackAlarm:
             acc_rise = acc - _mean(before[1])
             out.update({"hack/reward_rise": reward_rise, "hack/accuracy_rise": acc_rise})
             if reward_rise >= self.rise and not acc_rise > 0:
+                out["hack/alarm_divergence"] = 1.0
                 why.append(f"step {step}: the judge's reward rose {reward_rise:+.3f} while "
                            f"the verifier's accuracy moved {acc_rise:+.3f}")  # fmt: skip
         if why:

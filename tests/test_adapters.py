@@ -92,6 +92,8 @@ def test_trl_logs_the_unscored_fraction_and_names_a_missing_column(
         ("judge/last_step_std", 0.0),
         ("judge/guard/content-gate", 0.0),  # shares of rollouts each guard fired on
         ("judge/guard/neutraliser", 0.0),
+        ("judge/guard/verifier-cap", 0.0),
+        ("judge/guard/second-look", 0.0),
     ]
     with pytest.raises(InputError, match=r"no 'answer' column.*columns: solution"):
         TRLReward(pipeline, reference_column="answer")(["Q"], ["x"], solution=["R"])
@@ -222,6 +224,8 @@ def test_openrlhf_protocol_and_health(server: RewardServer) -> None:
         "exprl_prompt_matched": [1.0],
         "exprl_guard_content_gate": [0.0],
         "exprl_guard_neutraliser": [0.0],
+        "exprl_guard_verifier_cap": [0.0],
+        "exprl_guard_second_look": [0.0],
     }
     health = requests.get(server.url + "/health", timeout=5).json()
     assert health["status"] == "ok"

@@ -83,7 +83,8 @@ def test_a_judge_that_rewards_everything_raises_the_alarm_at_once() -> None:
         judge = OpenAIJudge("marks", base_url=server.url)
         pipeline = RewardPipeline(judge, mode="outcome", guards=get_guards(
             "content-gate,neutraliser"))  # fmt: skip
-        watch = Watch(pipeline, Canaries(0.5, families=("confident-wrong", "grader-directed")))
+        watch = Watch(pipeline, Canaries(0.5, families=("confident-wrong", "grader-directed")),
+                      HackAlarm(window=1))  # fmt: skip
         _, metrics = watch.score_sync(batch(mark=""), step=0)
     assert metrics["hack/alarm"] == 1.0
     assert metrics["hack/canary_reward/confident-wrong"] == 1.0
@@ -110,3 +111,14 @@ def test_rising_reward_with_rising_accuracy_is_no_alarm() -> None:
         assert m["hack/alarm"] == 0.0
     assert alarm.fired_at is None
     assert math.isclose(m["hack/accuracy_rise"], 3.5 / 8 - 1.5 / 8)  # steps 3-4 against 1-2
+
+
+def test_the_canary_alarm_waits_for_a_full_window_and_ignores_a_silent_judge() -> None:
+    """One step's few canaries are noise; canaries and honest rollouts both at the
+    minimum say nothing about gaming."""
+    alarm = HackAlarm(window=3)
+    fired = [alarm.update(s, [0.5, 0.5], [0.75])["hack/alarm_canary"] for s in range(3)]
+    assert fired == [0.0, 0.0, 1.0]
+    silent = HackAlarm(window=1)
+    assert silent.update(0, [0.0, 0.0], [0.0, 0.0])["hack/alarm"] == 0.0
+    assert silent.fired_at is None

@@ -157,3 +157,20 @@ def test_quick_demo_runs_without_torch_and_shows_the_robust_findings(tmp_path):
     assert hacked["quirk_stage1"][0] > 2 * honest["quirk_stage1"][0]
     assert hacked["reward_stage1"][0] > honest["reward_stage1"][0]
     assert hacked["pass1_stage1"][0] < honest["pass1_stage1"][0]
+    # the hack alarm: the exploitable judge's canaries fire in every seed, well before
+    # Stage I's pass@1 peaks; the default judge raises no alarm
+    assert hacked["alarm_seeds"][0] == 1.0
+    assert hacked["alarm_step"][0] < hacked["pass1_peak_step"][0] - 10
+    assert honest["alarm_seeds"][0] == 0.0
+    assert "## The hack alarm" in (tmp_path / "findings.md").read_text()
+
+
+def test_the_alarm_watches_stage_one_without_changing_the_run():
+    """The alarm fires in Stage I under the exploitable judge, never under the default
+    one; Stage II (sparse rewards, no judge) grades no canary."""
+    exploited = run("outcome", JudgeSim(exploitable=True), 1, TINY)
+    assert exploited.curves["alarm"][: TINY.stage_one].any()
+    assert not exploited.curves["canary"][TINY.stage_one :].any()
+    honest = run("outcome", JudgeSim(), 1, TINY)
+    assert not honest.curves["alarm"].any()
+    assert honest.curves["canary"][: TINY.stage_one].max() <= 0.25

@@ -114,6 +114,8 @@ def test_stage_one_steps_and_a_resumed_run_equals_an_uninterrupted_one(tmp_path,
         groups = [row[k] for k in ("groups_all_zero", "groups_all_one", "groups_mixed")]
         assert sum(groups) == pytest.approx(1.0)  # the released trainer's group shares
     assert first["adv_abs_mean"] > 0  # logprob-weighted scores differ within a group
+    assert first["hack/canary_share"] == pytest.approx(1 / 7)  # one canary beside 6 rollouts
+    assert {"hack/honest_reward", "hack/alarm", "guard/content-gate"} <= set(first)
     assert second["kl"] > 0  # the update moved the policy away from the reference
 
     part = train(config, tmp_path / "part", "--steps", "1")
@@ -165,6 +167,35 @@ def test_process_advantages_give_steps_of_one_response_different_credit(tmp_path
     assert len(samples) == 6
     credits = [{v for _, v in r["advantages"] if v is not None} for r in samples]
     assert any(len(c) > 1 for c in credits), samples  # per-step credit within a response
+
+
+def test_the_hack_alarm_stops_a_run_whose_judge_rewards_everything(tmp_path):
+    """A real HTTP judge that gives 5 to everything, no guards: the canaries score as high
+    as the honest rollouts at step 1, and ``watch.stop_on_alarm`` ends the run there."""
+    from fault_server import FaultServer
+
+    with FaultServer(default_score=5) as server:
+        path = tmp_path / "fooled.toml"
+        path.write_text(TINY.format(
+            judge=f'base_url = ["{server.url}"]\nmodel = "judge"\nguards = "none"',
+            cache=tmp_path / "judge.sqlite", run="",
+        ) + "[watch]\ncanary_share = 0.5\nalarm_window = 1\nstop_on_alarm = true\n")  # fmt: skip
+        out = tmp_path / "fooled"
+        done = subprocess.run(
+            [sys.executable, "-m", "exprl_rewards.train", str(path), "--out", str(out),
+             "--no-progress", "--steps", "3"],
+            capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+    assert done.returncode == 4, done.stderr[-3000:]
+    assert "hack alarm" in done.stderr
+    (row,) = read_jsonl(out / "metrics.jsonl")  # stopped after the first step
+    assert row["hack/alarm"] == 1.0
+    # the same answer to every request: canaries and honest rollouts get the same reward
+    assert row["hack/canary_reward"] == pytest.approx(row["hack/honest_reward"])
+    assert row["hack/canary_reward"] > 0.5
+    alarm = json.loads((out / "alarm.json").read_text())
+    assert alarm["first_step"] == 0
+    assert "at least the honest mean" in alarm["reasons"][0]
 
 
 def test_eval_starts_no_judge(tmp_path, judge_server):

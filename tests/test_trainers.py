@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from exprl_rewards.adapters import TRLReward
+from exprl_rewards.canaries import Canaries
 from exprl_rewards.judges import OpenAIJudge
 from exprl_rewards.local_model import VLLMServer, default_model_dir
 from exprl_rewards.pipeline import RewardPipeline
@@ -40,7 +41,8 @@ def test_grpo_trainer_steps_with_the_exprl_reward(
             calls.append(out)
             return out
 
-    counting = Counting(RewardPipeline(judge, mode="outcome", template="outcome-score-only"))
+    counting = Counting(RewardPipeline(judge, mode="outcome", template="outcome-score-only"),
+                        canaries=Canaries(0.25))  # fmt: skip
     config = GRPOConfig(
         output_dir=str(tmp_path),
         per_device_train_batch_size=4,
@@ -80,6 +82,13 @@ def test_grpo_trainer_steps_with_the_exprl_reward(
             shares = [entry[f"exprl/groups_{k}"] for k in ("all_zero", "all_one", "mixed")]
             assert sum(shares) == pytest.approx(1.0)
             assert 0.0 <= entry["exprl/last_step_mean"] <= 1.0
+        # canaries and the hack alarm, through the same log_metric
+        assert entry["exprl/hack/canary_share"] == pytest.approx(1 / 5)  # 1 beside 4
+        if "exprl/hack/canary_reward" in entry:  # left out when no canary was scored
+            assert 0.0 <= entry["exprl/hack/canary_reward"] <= 1.0
+        assert entry["exprl/hack/alarm"] in (0.0, 1.0)
+    assert counting.watch is not None
+    assert counting.watch.alarm._history  # the alarm saw every step
     assert trainer.state.global_step == 2
 
 

@@ -174,3 +174,35 @@ def test_process_rewards_through_the_reward_loop_and_verls_compute_advantage(
             assert row[start:stop] == pytest.approx([value] * (stop - start), abs=1e-6)
             start = stop
         assert not any(row[length[b] :])  # padding
+
+
+def test_canaries_ride_along_the_reward_loop_and_raise_the_alarm(
+    fault: FaultServer, tmp_path: Path
+) -> None:
+    """``canary_share`` in reward_kwargs: the canaries are graded in the same judge batch
+    and never returned to verl; every sample carries its batch's hack metrics. The fault
+    judge gives canaries (no marks) 4, above the honest rollouts' mean: the alarm fires."""
+    _, code = readme_snippet("verl")
+    reward_file = tmp_path / "exprl_verl_reward.py"
+    reward_file.write_text(code)
+    kwargs = {"base_url": fault.url, "model": "marks", "mode": "outcome", "top_logprobs": None,
+              "canary_share": 0.5, "alarm_window": 1, "guards": "none"}  # fmt: skip
+    loop = get_event_loop()
+    try:
+        worker = RewardLoopWorker(config(reward_file, **kwargs))
+        responses = ["4 [[score 5]]", "7 [[score 2]]", "6 [[score 4]]", "5 [[score 1]]"]
+        before = fault.requests
+        outputs = loop.run_until_complete(
+            worker.compute_score_batch(batch(responses, [0, 0, 1, 1]))
+        )
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+    assert [o["reward_score"] for o in outputs] == [1.0, 0.25, 0.75, 0.0]  # honest only
+    assert fault.requests - before == 4 + 2  # two canaries graded beside them
+    extra = [o["reward_extra_info"] for o in outputs]
+    assert all(e["exprl_canary_share"] == pytest.approx(2 / 6) for e in extra)
+    assert all(e["exprl_honest_reward"] == 0.5 for e in extra)
+    assert all(e["exprl_canary_reward"] == 0.75 for e in extra)
+    assert all(e["exprl_hack_alarm"] == 1.0 for e in extra)
+    assert shared_reward(kwargs).watch.alarm.fired_at == 0  # type: ignore[union-attr]

@@ -50,10 +50,12 @@ rewards carry them.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from ..batch_stats import scalar_metrics
+from ..canaries import Canaries, HackAlarm, Watch
 from ..errors import ConfigError, InputError
 from ..pipeline import BatchResult, RewardPipeline, RolloutResult
 from ..rollout import Rollout
@@ -92,6 +94,8 @@ class _TRLBase:
         name: str = "exprl",
         tool_call_end: ToolCallEnd = "grade",
         unscored: UnscoredPolicy | None = None,
+        canaries: Canaries | None = None,
+        alarm: HackAlarm | None = None,
     ) -> None:
         if tool_call_end not in ("grade", "unscored"):
             raise ConfigError(f"tool_call_end must be 'grade' or 'unscored', not {tool_call_end!r}")
@@ -99,6 +103,14 @@ class _TRLBase:
         self.reference_column, self.question_column = reference_column, question_column
         self.tool_call_end, self.unscored = tool_call_end, unscored
         self.__name__ = name
+        self.watch = Watch(pipeline, canaries, alarm) if canaries or alarm else None
+        self.calls = 0  # the step when TRL passes no trainer_state
+
+    def step(self, columns: Mapping[str, Any]) -> int:
+        """The training step of this call: TRL's ``trainer_state.global_step``."""
+        self.calls += 1
+        state = columns.get("trainer_state")
+        return int(getattr(state, "global_step", self.calls - 1))
 
     def rollouts(
         self, prompts: Sequence[Any], completions: Sequence[Any], columns: Mapping[str, Any]
@@ -152,6 +164,7 @@ class _TRLBase:
         prompts: Sequence[Any],
         completions: Sequence[Any],
         columns: Mapping[str, Any],
+        hack: Mapping[str, float] | None = None,
     ) -> list[float | None]:
         """The rewards in completion order, logged where TRL offers ``log_metric`` and
         ``log_extra``."""
@@ -167,8 +180,9 @@ class _TRLBase:
         if callable(log_metric) and results:
             unscored = sum(r.score is None for r in results)
             log_metric(f"{self.__name__}/unscored_frac", unscored / len(results))
-            for key, value in scalar_metrics(batch.results).items():
-                log_metric(f"{self.__name__}/{key}", value)
+            for key, value in {**scalar_metrics(batch.results), **(hack or {})}.items():
+                if math.isfinite(value):  # no canary scored this call: nothing to average
+                    log_metric(f"{self.__name__}/{key}", value)
         if callable(log_extra) and results:
             log_extra(f"{self.__name__}_reason", [r.reason for r in results])
             log_extra(
@@ -192,6 +206,10 @@ class TRLReward(_TRLBase):
         tool_call_end: a completion that ends in a tool call: ``"grade"`` it as it
             stands, or leave it ``"unscored"`` without a judge call.
         unscored: None (TRL's None), ``"group-mean"`` or a number (see the module docs).
+        canaries: canary rollouts graded beside each call's completions (never returned
+            to TRL); with ``alarm`` (default :class:`~exprl_rewards.canaries.HackAlarm`)
+            their reward, the verifier's accuracy and the alarm go to ``log_metric`` as
+            ``<name>/hack/...`` (:mod:`exprl_rewards.canaries`).
 
     Safe to call from inside a running event loop (it judges on a helper thread).
     """
@@ -203,8 +221,11 @@ class TRLReward(_TRLBase):
         completion_ids: Sequence[Any] | None = None,
         **columns: Any,
     ) -> list[float | None]:
-        batch = self.pipeline.score_sync(self.rollouts(prompts, completions, columns))
-        return self.finish(batch, prompts, completions, columns)
+        rollouts = self.rollouts(prompts, completions, columns)
+        if self.watch is None:
+            return self.finish(self.pipeline.score_sync(rollouts), prompts, completions, columns)
+        batch, hack = self.watch.score_sync(rollouts, self.step(columns))
+        return self.finish(batch, prompts, completions, columns, hack)
 
 
 class AsyncTRLReward(_TRLBase):
@@ -217,5 +238,9 @@ class AsyncTRLReward(_TRLBase):
         completion_ids: Sequence[Any] | None = None,
         **columns: Any,
     ) -> list[float | None]:
-        batch = await self.pipeline.score(self.rollouts(prompts, completions, columns))
-        return self.finish(batch, prompts, completions, columns)
+        rollouts = self.rollouts(prompts, completions, columns)
+        if self.watch is None:
+            batch = await self.pipeline.score(rollouts)
+            return self.finish(batch, prompts, completions, columns)
+        batch, hack = await self.watch.score(rollouts, self.step(columns))
+        return self.finish(batch, prompts, completions, columns, hack)

@@ -19,6 +19,13 @@ manager (``reward.reward_manager.name=naive``) awaits a custom ``compute_score``
 Both return dicts with the **same keys for every sample**, as verl requires to build
 its ``reward_extra_info``: ``score`` (the reward), ``exprl_raw`` (the judge's score on
 its scale, NaN when unscored), ``exprl_unscored`` (1.0 when the judge gave no score).
+With ``canary_share`` in ``reward_kwargs`` (:mod:`exprl_rewards.canaries`), each judge
+batch also grades that share of canaries (never returned to verl) and every sample's
+dict carries its batch's ``exprl_canary_reward``, ``exprl_honest_reward``,
+``exprl_verifier_accuracy``, ``exprl_canary_share`` and ``exprl_hack_alarm``
+(``alarm_window``, ``alarm_rise``); an alarm is logged as a warning. verl 0.9 puts
+``reward_extra_info`` in its rollout dumps (``trainer.rollout_data_dir``) and its
+validation metrics, not its training metrics.
 
 The hidden reference comes from ``extra_info["solution"]`` and the question from
 ``extra_info["question"]`` (the released ExpRL data layout); ``ground_truth`` is the
@@ -29,7 +36,8 @@ responses to the same question in the batch (zero advantage under GRPO), or
 
 :class:`VerlReward` holds the pipeline; the module-level functions build one from
 ``reward_kwargs`` (``base_url``, ``model``, ``mode``, ``template``, ``slicer``,
-``calibration``, ``cache``...) or ``$EXPRL_JUDGE_BASE_URL`` / ``$EXPRL_JUDGE_MODEL``,
+``calibration``, ``cache``, ``guards``: default ``content-gate,neutraliser`` as in the
+score CLI, ``"none"`` for none...) or ``$EXPRL_JUDGE_BASE_URL`` / ``$EXPRL_JUDGE_MODEL``,
 once per configuration and process.
 """
 
@@ -39,6 +47,7 @@ import asyncio
 import dataclasses
 import functools
 import json
+import logging
 import math
 import os
 import weakref
@@ -49,9 +58,12 @@ import numpy as np
 import numpy.typing as npt
 
 from ..calibration import load_calibrator
+from ..canaries import Canaries, HackAlarm, Watch
 from ..errors import ConfigError, InputError
+from ..guards import DEFAULT_GUARDS, get_guards
+from ..judges.base import run_sync
 from ..judges.openai import OpenAIJudge
-from ..pipeline import RewardPipeline, RolloutResult
+from ..pipeline import BatchResult, RewardPipeline, RolloutResult
 from ..rollout import Rollout
 from .common import UnscoredPolicy, fill_unscored
 from .offsets import token_offsets
@@ -66,7 +78,12 @@ __all__ = [
 ]
 
 
-_Future = asyncio.Future[tuple[float, RolloutResult]]
+_Future = asyncio.Future[tuple[float, RolloutResult, Mapping[str, float]]]
+log = logging.getLogger("exprl_rewards")
+# hack/ metrics each sample's dict carries when canaries are on (exprl_<key>)
+HACK_KEYS = {f"exprl_{k}": f"hack/{k}" for k in (
+    "canary_reward", "honest_reward", "verifier_accuracy", "canary_share")} | {
+    "exprl_hack_alarm": "hack/alarm"}  # fmt: skip
 
 
 class VerlReward:
@@ -86,10 +103,14 @@ class VerlReward:
         neutral: float = 0.5,
         batch_size: int = 256,
         batch_wait_s: float = 0.05,
+        canaries: Canaries | None = None,
+        alarm: HackAlarm | None = None,
     ) -> None:
         self.pipeline, self.unscored, self.neutral = pipeline, unscored, neutral
+        self.watch = Watch(pipeline, canaries, alarm) if canaries or alarm else None
         self.batch_size, self.batch_wait_s = batch_size, batch_wait_s
         self.flushes = 0  # micro-batches judged by :meth:`score_one`
+        self.steps = 0  # batches the alarm has seen
         self._pending: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, list[tuple[Rollout, _Future]]
         ] = weakref.WeakKeyDictionary()
@@ -103,10 +124,25 @@ class VerlReward:
         self.__dict__.update(state)
         self._pending = weakref.WeakKeyDictionary()
 
-    def _row(self, value: float, result: RolloutResult) -> dict[str, float]:
+    def _row(
+        self, value: float, result: RolloutResult, hack: Mapping[str, float] | None = None
+    ) -> dict[str, float]:
         raws = [s.raw for s in result.segments if s.raw is not None]
         raw = raws[-1] if raws and result.score is not None else math.nan
-        return {"score": value, "exprl_raw": raw, "exprl_unscored": float(result.score is None)}
+        row = {"score": value, "exprl_raw": raw, "exprl_unscored": float(result.score is None)}
+        if self.watch is not None:  # the same keys for every sample, as verl requires
+            row.update({k: (hack or {}).get(v, math.nan) for k, v in HACK_KEYS.items()})
+        return row
+
+    async def _score(self, rollouts: list[Rollout]) -> tuple[BatchResult, dict[str, float]]:
+        """The pipeline's batch, with the canaries and the alarm when watched."""
+        if self.watch is None:
+            return await self.pipeline.score(rollouts), {}
+        self.steps += 1
+        batch, hack = await self.watch.score(rollouts, self.steps - 1)
+        if hack["hack/alarm"]:
+            log.warning("exprl hack alarm: %s", self.watch.alarm.reasons[-1])
+        return batch, hack
 
     async def score_one(
         self, solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any] | None
@@ -115,11 +151,14 @@ class VerlReward:
         (rollout,) = self.rollouts([solution_str], [ground_truth], [extra_info])
         return self._row(*await self.result_one(rollout))
 
-    async def result_one(self, rollout: Rollout) -> tuple[float, RolloutResult]:
-        """One rollout's reward (unscored filled in) and full result, micro-batched."""
+    async def result_one(
+        self, rollout: Rollout
+    ) -> tuple[float, RolloutResult, Mapping[str, float]]:
+        """One rollout's reward (unscored filled in), full result and its micro-batch's
+        ``hack/`` metrics (empty when not watched), micro-batched."""
         loop = asyncio.get_running_loop()
         pending = self._pending.setdefault(loop, [])
-        future: asyncio.Future[tuple[float, RolloutResult]] = loop.create_future()
+        future: _Future = loop.create_future()
         pending.append((rollout, future))
         if len(pending) >= self.batch_size:
             self._flush(loop)
@@ -137,7 +176,8 @@ class VerlReward:
         # Ids are unique within a pipeline batch; each call's own id is its position.
         rollouts = [dataclasses.replace(r, id=str(i)) for i, (r, _) in enumerate(batch)]
         try:
-            results = (await self.pipeline.score(rollouts)).results
+            scored, hack = await self._score(rollouts)
+            results = scored.results
         except Exception as e:  # a bad batch fails its own calls, never the loop
             for _, future in batch:
                 if not future.done():
@@ -146,7 +186,7 @@ class VerlReward:
         filled = fill_unscored(results, self.unscored, self.neutral)
         for (_, future), value, result in zip(batch, filled, results, strict=True):
             if not future.done():
-                future.set_result((value, result))
+                future.set_result((value, result, hack))
 
     def rollouts(
         self,
@@ -188,9 +228,10 @@ class VerlReward:
     ) -> list[dict[str, float]]:
         """One dict per response: ``score``, ``exprl_raw``, ``exprl_unscored``."""
         extras = list(extra_infos) if extra_infos is not None else [None] * len(solution_strs)
-        batch = self.pipeline.score_sync(self.rollouts(solution_strs, ground_truths, extras))
+        rollouts = self.rollouts(solution_strs, ground_truths, extras)
+        batch, hack = run_sync(lambda: self._score(rollouts))
         filled = fill_unscored(batch.results, self.unscored, self.neutral)
-        return [self._row(v, r) for v, r in zip(filled, batch.results, strict=True)]
+        return [self._row(v, r, hack) for v, r in zip(filled, batch.results, strict=True)]
 
     def token_level_rewards(
         self,
@@ -261,8 +302,14 @@ def _default(config: str) -> VerlReward:
     judge = OpenAIJudge(model, base_url=base_url, **judge_options)
     reward_keys = ("unscored", "neutral", "batch_size", "batch_wait_s")
     reward_options = {k: options.pop(k) for k in reward_keys if k in options}
+    share = options.pop("canary_share", None)
+    window, rise = options.pop("alarm_window", 3), options.pop("alarm_rise", 0.05)
+    if share:
+        reward_options["canaries"] = Canaries(float(share))
+        reward_options["alarm"] = HackAlarm(window=int(window), rise=float(rise))
     if "calibration" in options:
         options["calibrator"] = load_calibrator(options.pop("calibration"))
+    options["guards"] = get_guards(options.pop("guards", ",".join(DEFAULT_GUARDS)))
     return VerlReward(RewardPipeline(judge, **options), **reward_options)
 
 

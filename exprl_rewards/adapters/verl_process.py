@@ -86,7 +86,7 @@ class ExpRLProcessRewardManager(RewardManagerBase):
         extra = dict(item.non_tensor_batch.get("extra_info") or {})
         truth = (item.non_tensor_batch.get("reward_model") or {}).get("ground_truth")
         (rollout,) = self.reward.rollouts([text], [truth], [extra], [offsets])
-        value, result = await self.reward.result_one(rollout)
+        value, result, _ = await self.reward.result_one(rollout)
         steps = []
         if result.score is not None:
             steps = [

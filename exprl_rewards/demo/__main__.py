@@ -49,6 +49,11 @@ FLAW_COLUMNS = {
     "pass1_stage1": "pass@1, end of Stage I", "pass1": "final pass@1",
     "pass1_vs_sparse": "pass@1 - sparse (paired)",
 }  # fmt: skip
+ALARM_COLUMNS = {
+    "alarm_seeds": "canary alarm (share of seeds)", "alarm_step": "first canary alarm, step",
+    "divergence_seeds": "divergence alarm (share)", "divergence_step": "first divergence, step",
+    "pass1_peak_step": "Stage I pass@1 peak, step",
+}  # fmt: skip
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -114,6 +119,9 @@ def findings(results: dict[str, Any], config: DemoConfig) -> tuple[str, dict[str
         "## Judge noise\n\n" + table(noise, {k: RACE_COLUMNS[k] for k in
                                              ("unlocked_stage1", "pass1", "pass1_vs_sparse")}),
         "## Judge flaws\n\n" + table(flaws, FLAW_COLUMNS),
+        "## The hack alarm in Stage I (canaries: 5% of the batch)\n\n"
+        + table({**{f"{m}, default judge": race[m] for m in ("outcome", results["best_process"])},
+                 **flaws}, ALARM_COLUMNS),
     ])  # fmt: skip
     mean_curves = {
         m: {c: [round(float(sum(r.curves[c][i] for r in runs) / len(runs)), 4)

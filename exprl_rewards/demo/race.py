@@ -14,9 +14,13 @@ Curves (one value per step): the share of prompts *unlocked* (solved by at least
 training rollout so far), the method's own mean reward, the exact pass@1 and pass@k of
 the policy after the step (mean over prompts of ``p`` and ``1 - (1 - p)^k``), the mean
 entropy of the sampled tokens' next-token rows (what trainers log as ``entropy``), and
-the share of rollouts holding the quirk token. At the end, ``eval_samples`` fresh
-rollouts per prompt give pass@1 and pass@k with the unbiased estimator, the figure a
-real evaluation would report (the exact value sits beside it as a check).
+the share of rollouts holding the quirk token. Through Stage I a hack alarm
+(:class:`~exprl_rewards.canaries.HackAlarm`) watches the judge: each step it also grades
+canaries (a quirk token alone, nothing solved: 5% of the batch) and checks the answers;
+``canary`` is their mean reward, ``alarm`` and ``alarm_divergence`` its two signals
+(canaries at the honest mean; reward rising with no accuracy rise). At the end,
+``eval_samples`` fresh rollouts per prompt give pass@1 and pass@k with the unbiased
+estimator, the figure a real evaluation would report (the exact value sits beside it as a check).
 """
 
 from __future__ import annotations
@@ -26,13 +30,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..canaries import HackAlarm
 from ..metrics import pass_at_k
 from .rewards import reward
 from .world import FloatArray, JudgeSim, Policy, World
 
 __all__ = ["CURVES", "QUICK", "DemoConfig", "RunResult", "evaluate", "run", "tune"]
 
-CURVES = ("unlocked", "reward", "pass1", "passk", "entropy", "quirk")
+CURVES = ("unlocked", "reward", "pass1", "passk", "entropy", "quirk", "canary", "alarm",
+          "alarm_divergence")  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,6 +110,8 @@ def run(
     policy = Policy(world, world.initial_logits())
     rng = np.random.default_rng([seed, 1])
     judge_rng = np.random.default_rng([seed, 2])
+    canary_rng = np.random.default_rng([seed, 3])  # its own stream: the run is unchanged
+    alarm = HackAlarm()
     unlocked = np.zeros(world.prompts, dtype=bool)
     curves = {name: np.zeros(config.steps) for name in CURVES}
     for step in range(config.steps):
@@ -123,6 +131,15 @@ def run(
         curves["pass1"][step] = solve.mean()
         curves["passk"][step] = (1 - (1 - solve) ** config.k).mean()
         curves["quirk"][step] = (rollouts.quirk_at < rollouts.length).mean()
+        if step < config.stage_one and stage != "sparse":
+            n = max(1, round(0.05 * correct.size))  # a quirk token, then EOS: no progress
+            canary = judge.score(np.zeros(n), np.full(n, 2 / world.max_len),
+                                 np.ones(n, dtype=bool), canary_rng)  # fmt: skip
+            hack = alarm.update(step, got.rollout_reward.ravel().tolist(), canary.tolist(),
+                                correct.ravel().tolist())  # fmt: skip
+            curves["canary"][step] = canary.mean()
+            curves["alarm"][step] = hack["hack/alarm_canary"]
+            curves["alarm_divergence"][step] = hack["hack/alarm_divergence"]
     return RunResult(method, seed, curves, evaluate(policy, config, rng))
 
 

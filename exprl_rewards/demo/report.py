@@ -57,10 +57,35 @@ def summarise(
         "pass1": interval([r.final["pass1"] for r in runs]),
         "passk": interval([r.final["passk"] for r in runs]),
     }
+    out.update(_alarm_figures(runs, stage_one))
     if sparse is not None:
         by_seed = {r.seed: r for r in sparse}
         diff = [r.final["pass1"] - by_seed[r.seed].final["pass1"] for r in runs]
         out["pass1_vs_sparse"] = interval(diff)
+    return out
+
+
+def _first(curve: np.ndarray, stage_one: int) -> float:
+    """The first Stage I step (1-based) where ``curve`` is set, NaN if none."""
+    hits = np.flatnonzero(curve[:stage_one] > 0)
+    return float(hits[0] + 1) if hits.size else math.nan
+
+
+def _alarm_figures(runs: list[RunResult], stage_one: int) -> dict[str, Interval]:
+    """When the hack alarm fired (share of seeds; first step over the seeds that fired)
+    against the step at which Stage I's pass@1 peaked (it falls after)."""
+    if "alarm" not in runs[0].curves or not runs[0].curves["canary"].any():
+        return {}
+    out: dict[str, Interval] = {}
+    for key, curve in (("alarm", "alarm"), ("divergence", "alarm_divergence")):
+        steps = [_first(r.curves[curve], stage_one) for r in runs]
+        fired = [s for s in steps if not math.isnan(s)]
+        out[f"{key}_seeds"] = interval([float(not math.isnan(s)) for s in steps])
+        if fired:
+            out[f"{key}_step"] = interval(fired)
+    out["pass1_peak_step"] = interval(
+        [float(np.argmax(r.curves["pass1"][:stage_one]) + 1) for r in runs]
+    )
     return out
 
 

@@ -91,6 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.eval and run.step == 0:
                 print(json.dumps(run.evaluate(name="before")))
             run.train(progress=not args.no_progress)
+            if run.stopped_by_alarm:
+                print(f"stopped: the hack alarm fired; see {run.out / 'alarm.json'} and the"
+                      " hack/ columns of metrics.jsonl", file=sys.stderr)  # fmt: skip
+                return 4
             if args.eval:
                 print(json.dumps(run.evaluate(name="after")))
     except ExpRLError as e:

@@ -111,6 +111,24 @@ class JudgeConfig(_Section):
     )
     concurrency: int = Field(16, ge=1)
     timeout: float = Field(120.0, gt=0)
+    guards: str = Field(
+        "content-gate,neutraliser",
+        description="defences against responses that game the judge (exprl_rewards.guards);"
+        " 'none' turns them off",
+    )
+
+
+class WatchConfig(_Section):
+    """Canaries and the hack alarm (:mod:`exprl_rewards.canaries`), Stage I only."""
+
+    canary_share: float = Field(
+        0.05, ge=0, le=1, description="canaries graded per honest rollout; 0: none"
+    )
+    alarm_window: int = Field(3, ge=1, description="steps pooled by each alarm comparison")
+    alarm_rise: float = Field(
+        0.05, gt=0, description="a judge-reward rise with no accuracy rise that is an alarm"
+    )
+    stop_on_alarm: bool = Field(False, description="end the run (exit 4) when the alarm fires")
 
 
 class OptimConfig(_Section):
@@ -150,7 +168,8 @@ class RunConfig(_Section):
 
 
 class TrainConfig(_Section):
-    """The whole run: ``policy``, ``data``, ``sampler``, ``judge``, ``optim``, ``run``."""
+    """The whole run: ``policy``, ``data``, ``sampler``, ``judge``, ``optim``, ``run``,
+    ``watch``."""
 
     preset: str | None = None
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
@@ -159,6 +178,7 @@ class TrainConfig(_Section):
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    watch: WatchConfig = Field(default_factory=WatchConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -189,6 +209,13 @@ def _check_names(judge: JudgeConfig) -> None:
     if judge.estimator is not None and judge.estimator not in estimators:
         known = ", ".join(estimators)
         raise ValueError(f"judge.estimator: unknown {judge.estimator!r}; known: {known}")
+    from ..errors import ConfigError
+    from ..guards import get_guards
+
+    try:
+        get_guards(judge.guards)
+    except ConfigError as e:
+        raise ValueError(f"judge.guards: {e}") from None
     template = judge.template
     if template is not None and template not in TEMPLATES and not Path(template).is_file():
         raise ValueError(

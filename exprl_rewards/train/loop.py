@@ -30,13 +30,16 @@ import torch
 from .. import OpenAIJudge, RewardPipeline, Rollout, outcome_advantages
 from ..adapters.offsets import token_offsets
 from ..answers import check_answer
+from ..batch_stats import scalar_metrics
+from ..canaries import Canaries, HackAlarm, Watch
+from ..guards import get_guards
 from .config import TrainConfig
 from .loss import policy_loss
 from .policy import Batch, Policy
 from .sampler import Sample
 from .tasks import Task
 
-__all__ = ["StepData", "reward_step", "train_step"]
+__all__ = ["StepData", "make_judge", "make_watch", "reward_step", "train_step"]
 
 
 # the released trainer's metrics, from the batch summary (see exprl_rewards.batch_stats)
@@ -81,8 +84,16 @@ def make_judge(config: TrainConfig, model_dir: str, stack: ExitStack) -> RewardP
     if j.estimator is not None:
         options["process_estimator"] = j.estimator
     return RewardPipeline(
-        judge, mode=j.mode, template=j.template or f"{j.mode}-score-only", **options
-    )
+        judge, mode=j.mode, template=j.template or f"{j.mode}-score-only",
+        guards=get_guards(j.guards), **options,
+    )  # fmt: skip
+
+
+def make_watch(config: TrainConfig, pipeline: RewardPipeline) -> Watch:
+    """Canaries and the hack alarm around Stage I's pipeline (``watch`` section)."""
+    w = config.watch
+    canaries = Canaries(w.canary_share, seed=config.run.seed) if w.canary_share else None
+    return Watch(pipeline, canaries, HackAlarm(window=w.alarm_window, rise=w.alarm_rise))
 
 
 def reward_step(
@@ -92,14 +103,15 @@ def reward_step(
     prompts: Sequence[list[int]],
     samples: Sequence[Sample],
     tokenizer: Any,
-    pipeline: RewardPipeline | None,
+    watch: Watch | None,
 ) -> StepData:
-    """Rewards and per-token advantages for one step's samples."""
+    """Rewards and per-token advantages for one step's samples (Stage I: judged, with the
+    step's canaries and the alarm's ``hack/`` metrics; Stage II: answers checked)."""
     n = config.sampler.rollouts_per_prompt
     texts = [token_offsets(tokenizer, s.token_ids) for s in samples]
     groups = [f"{step}-{s.prompt_index}" for s in samples]
     metrics: dict[str, Any] = {}
-    if pipeline is not None:
+    if watch is not None:
         rollouts = [
             Rollout(
                 id=f"{step}-{s.prompt_index}-{k % n}", group_id=g,
@@ -109,8 +121,10 @@ def reward_step(
             )
             for k, (s, g, (text, offsets)) in enumerate(zip(samples, groups, texts, strict=True))
         ]  # fmt: skip
-        batch = pipeline.score_sync(rollouts)
+        batch, hack = watch.score_sync(rollouts, step)
         summary = batch.summary()
+        guards = {k: v for k, v in scalar_metrics(batch.results).items() if k.startswith("guard/")}
+        metrics.update(hack, **guards)
         metrics.update(
             judge_prompt_tokens=summary["prompt_tokens"],
             judge_completion_tokens=summary["completion_tokens"],

@@ -33,7 +33,7 @@ LOGS = ("metrics.jsonl", "samples.jsonl")
 # Keys a resume may change: they do not change what the steps already taken computed.
 RESUMABLE = frozenset({
     "run.steps", "run.save_every", "run.log_samples", "run.eval_samples", "run.threads_bind",
-    "judge.concurrency", "judge.timeout", "judge.cache",
+    "judge.concurrency", "judge.timeout", "judge.cache", "watch.stop_on_alarm",
 })  # fmt: skip
 
 

@@ -2,10 +2,12 @@
 
 ``out/`` holds ``config.json`` (the validated config), ``metrics.jsonl`` (one row per
 step), ``checkpoint.pt`` (policy, optimiser, step: written every ``run.save_every``
-steps and at the end) and ``eval-*.json``. Every random choice is derived from
-``(run.seed, step)`` (the prompts of a step, each rollout's sampling seed), so a run
-resumed from a checkpoint takes the same next step as one that was never interrupted;
-metrics rows of steps after the checkpoint (logged before a crash) are dropped first.
+steps and at the end), ``eval-*.json`` and, once the hack alarm fires, ``alarm.json``
+(its first step and reasons; with ``watch.stop_on_alarm`` the run ends there). Every
+random choice is derived from ``(run.seed, step)`` (the prompts of a step, each
+rollout's sampling seed, its canaries), so a run resumed from a checkpoint takes the
+same next step as one that was never interrupted; metrics rows of steps after the
+checkpoint (logged before a crash) are dropped first.
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ from ..answers import check_answer
 from ..local_model import default_model_dir
 from ..metrics import pass_at_k
 from .config import TrainConfig
-from .loop import StepData, batch_metrics, make_judge, reward_step, sample_rows, train_step
+from .loop import (
+    StepData,
+    batch_metrics,
+    make_judge,
+    make_watch,
+    reward_step,
+    sample_rows,
+    train_step,
+)
 from .policy import Policy
 from .resume import LOGS, check_run_folder, drop_rows_after
 from .sampler import Sampler
@@ -90,6 +100,7 @@ class Run:
             self.sampler.push(self.policy.state_dict())
         # ``judge=False`` (eval only) starts no judge server
         self.pipeline = make_judge(config, self.model_dir, self._stack) if judge else None
+        self.watch = make_watch(config, self.pipeline) if self.pipeline is not None else None
         (self.out / "config.json").write_text(config.model_dump_json(indent=2) + "\n")
 
     def __enter__(self) -> Run:
@@ -133,7 +144,7 @@ class Run:
                                       seed=c.run.seed * 100_003 + self.step)  # fmt: skip
         t1 = time.perf_counter()
         data: StepData = reward_step(c, self.step, tasks, prompts, samples, self.tokenizer,
-                                     self.pipeline)  # fmt: skip
+                                     self.watch)  # fmt: skip
         t2 = time.perf_counter()
         update = train_step(c, self.policy, self.optimizer, data)
         t3 = time.perf_counter()
@@ -166,10 +177,30 @@ class Run:
                 log.flush()
                 bar.update(1)
                 bar.set_postfix(reward=row["reward_mean"], kl=row.get("kl"))
+                alarm = self.watch.alarm if self.watch is not None else None
+                if row.get("hack/alarm") and alarm is not None:
+                    self._write_alarm(alarm.reasons)
+                    if self.config.watch.stop_on_alarm:
+                        self.save()
+                        break
                 if self.step % self.config.run.save_every == 0 or self.step == target:
                     self.save()
         bar.close()
         return rows
+
+    @property
+    def stopped_by_alarm(self) -> bool:
+        """Whether the hack alarm fired and ``watch.stop_on_alarm`` ended the run."""
+        return self.config.watch.stop_on_alarm and (self.out / "alarm.json").exists()
+
+    def _write_alarm(self, reasons: list[str]) -> None:
+        """``alarm.json``: the step the hack alarm first fired and every reason since."""
+        assert self.watch is not None
+        path = self.out / "alarm.json"
+        first = self.watch.alarm.fired_at
+        if path.exists():  # a resumed run keeps the first alarm of the whole run
+            first = json.loads(path.read_text(encoding="utf-8")).get("first_step", first)
+        path.write_text(json.dumps({"first_step": first, "reasons": reasons}, indent=2) + "\n")
 
     def evaluate(self, tasks: list[Task] | None = None, *, name: str = "eval") -> dict[str, Any]:
         """pass@1 and pass@k (unbiased) on the held-out tasks; written to ``eval-NAME.json``."""
