@@ -24,6 +24,7 @@ from .advantages import (
     return_to_go,
 )
 from .alignment import segment_token_ranges, token_segment_ids
+from .canaries import Canaries, HackAlarm, Watch
 from .cli.api import score_file
 from .errors import (
     AlignmentError,
@@ -51,8 +52,10 @@ __all__ = [
     "TEMPLATES",
     "AlignmentError",
     "BatchResult",
+    "Canaries",
     "ConfigError",
     "ExpRLError",
+    "HackAlarm",
     "InputError",
     "Judge",
     "JudgeCache",
@@ -76,6 +79,7 @@ __all__ = [
     "SegmentResult",
     "Slicer",
     "TokenAdvantages",
+    "Watch",
     "__version__",
     "broadcast_to_tokens",
     "delimiter_slicer",

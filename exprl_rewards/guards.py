@@ -247,7 +247,7 @@ def _make(name: str, arg: str | None) -> Guard:
 
 
 # name: what it takes after a colon. The score guards act on the judge's scores
-# (exprl_rewards.score_guards): verifier-cap:CAP (default 0.5), second-look:FRACTION (1).
+# (exprl_rewards.score_guards): verifier-cap:CAP (default 0.25), second-look:FRACTION (1).
 GUARDS = {"content-gate": "", "neutraliser": "", "verifier-cap": "CAP", "second-look": "FRACTION"}
 # Both cost nothing and fired on none of the right solutions in the repository's data.
 DEFAULT_GUARDS = ("content-gate", "neutraliser")

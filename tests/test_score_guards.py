@@ -60,13 +60,13 @@ def test_verify_reads_the_forms_final_answers_take(
 
 
 def test_verify_agrees_with_the_labels_of_the_real_gsm8k_solutions() -> None:
-    """The GSM8K model solutions carry is_correct labels: the rule agrees on every one it
-    can read, and reads every reference."""
+    """The GSM8K model solutions carry is_correct labels: the rule reads every reference
+    and agrees with every label."""
     items = load_dataset("gsm8k-solutions")
     verdicts = [(verify(x.rollout.response, x.rollout.reference), x.label) for x in items]
     assert all(v is not None for v, _ in verdicts)
     agree = sum((v is True) == (label >= 0.5) for v, label in verdicts)
-    assert agree / len(verdicts) > 0.97, agree / len(verdicts)
+    assert agree == len(verdicts) == 5276
 
 
 @pytest.mark.parametrize("mode", ["outcome", "process-prefix"])

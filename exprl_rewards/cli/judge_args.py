@@ -106,7 +106,7 @@ def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
         " without a judge call; the neutraliser removes grader-directed text (score lines,"
         " instructions to the grader, forged end markers) from what the judge sees;"
         " verifier-cap[:CAP] caps a rollout whose final answer checks wrong against the"
-        " reference's at CAP (calibrated 0..1, default 0.5); second-look[:FRACTION] judges"
+        " reference's at CAP (calibrated 0..1, default 0.25); second-look[:FRACTION] judges"
         " that share of rollouts again in the other prompt order and unscores those whose"
         " two looks differ by more than 2 points (default: %(default)s)",
     )
