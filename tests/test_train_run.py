@@ -194,7 +194,7 @@ def test_the_hack_alarm_stops_a_run_whose_judge_rewards_everything(tmp_path):
     assert row["hack/canary_reward"] == pytest.approx(row["hack/honest_reward"])
     assert row["hack/canary_reward"] > 0.5
     alarm = json.loads((out / "alarm.json").read_text())
-    assert alarm["first_step"] == 0
+    assert alarm["first_step"] == row["step"] == 1  # numbered as metrics.jsonl
     assert "at least the honest mean" in alarm["reasons"][0]
 
 

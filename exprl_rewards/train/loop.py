@@ -121,7 +121,7 @@ def reward_step(
             )
             for k, (s, g, (text, offsets)) in enumerate(zip(samples, groups, texts, strict=True))
         ]  # fmt: skip
-        batch, hack = watch.score_sync(rollouts, step)
+        batch, hack = watch.score_sync(rollouts, step + 1)  # as metrics.jsonl counts
         summary = batch.summary()
         guards = {k: v for k, v in scalar_metrics(batch.results).items() if k.startswith("guard/")}
         metrics.update(hack, **guards)
