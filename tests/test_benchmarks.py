@@ -69,4 +69,5 @@ def test_equal_slicer_covers_the_text_in_at_most_k_steps(text: str, k: int) -> N
 
 def test_guards_benchmark_runs_and_no_guard_fires_on_honest_rollouts() -> None:
     out = run("guards_cost.py", "--questions", "10", "--repeats", "1")
-    assert "guards fired on 0 of 40 rollouts" in out
+    assert "fired on 0 of 40 rollouts" in out
+    assert "verifier cap's answer check / pipeline work" in out
