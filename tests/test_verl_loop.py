@@ -162,7 +162,7 @@ def test_process_rewards_through_the_reward_loop_and_verls_compute_advantage(
     advantages = compute_advantage(data, adv_estimator="exprl_delta").batch["advantages"]
 
     expected = process_advantages([[np.nan if v is None else v for v in s] for s in steps])
-    ends = [[e for e, _ in row] for row in scores]
+    ends = [[e for e, _ in row.steps] for row in scores]  # the colocated path
     length = data.batch["response_mask"].sum(dim=1).tolist()
     for b, row in enumerate(advantages.tolist()):
         if not expected.mask[b]:
@@ -206,3 +206,131 @@ def test_canaries_ride_along_the_reward_loop_and_raise_the_alarm(
     assert all(e["exprl_canary_reward"] == 0.75 for e in extra)
     assert all(e["exprl_hack_alarm"] == 1.0 for e in extra)
     assert shared_reward(kwargs).watch.alarm.fired_at == 0  # type: ignore[union-attr]
+
+
+def test_on_the_streaming_path_an_unscored_response_gets_its_whole_groups_mean(
+    fault: FaultServer, tmp_path: Path
+) -> None:
+    """verl's agent loop scores each response when its rollout finishes; here they arrive
+    0.3 s apart (longer than batch_wait_s), one run_single each, through verl's real
+    RewardLoopWorker and the README's reward file. Scored responses are answered at
+    once; the unscored one waits for its group and gets the whole group's mean (before:
+    the neutral 0.5, as it was judged alone)."""
+    _, code = readme_snippet("verl")
+    reward_file = tmp_path / "exprl_verl_reward.py"
+    reward_file.write_text(code)
+    kwargs = {"base_url": fault.url, "model": "marks", "mode": "outcome", "top_logprobs": None,
+              "group_size": 3, "group_wait_s": 30.0}  # fmt: skip
+    responses = ["4 [[score none]]", "7 [[score 2]]", "6 [[score 5]]"]
+    data = batch(responses, groups=[7, 7, 7])
+    loop = get_event_loop()
+    done_at: dict[int, float] = {}
+
+    async def stream() -> list[dict[str, Any]]:
+        worker = RewardLoopWorker(config(reward_file, **kwargs))
+        start = loop.time()
+
+        async def one(i: int) -> dict[str, Any]:
+            await asyncio.sleep(0.3 * i)
+            out = await worker.compute_score(data[i : i + 1])
+            done_at[i] = loop.time() - start
+            return out
+
+        return await asyncio.gather(*(one(i) for i in range(3)))
+
+    try:
+        outputs = loop.run_until_complete(stream())
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+    assert [o["reward_score"] for o in outputs] == [0.625, 0.25, 1.0]  # (0.25 + 1.0) / 2
+    assert outputs[0]["reward_extra_info"]["exprl_unscored"] == 1.0
+    assert done_at[1] < 0.6 < done_at[0]  # scored: at once; unscored: once the group is whole
+    assert shared_reward(kwargs).groups.state() == {"in_flight": 0, "expired": 0}
+
+
+def test_a_group_that_never_completes_is_filled_at_its_deadline(
+    fault: FaultServer, tmp_path: Path
+) -> None:
+    _, code = readme_snippet("verl")
+    reward_file = tmp_path / "exprl_verl_reward.py"
+    reward_file.write_text(code)
+    kwargs = {"base_url": fault.url, "model": "marks", "mode": "outcome", "top_logprobs": None,
+              "group_size": 4, "group_wait_s": 0.5}  # fmt: skip
+    data = batch(["4 [[score none]]", "7 [[score 4]]"], groups=[8, 8])
+    loop = get_event_loop()
+    try:
+        worker = RewardLoopWorker(config(reward_file, **kwargs))
+        outputs = loop.run_until_complete(worker.compute_score_batch(data))
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+    assert [o["reward_score"] for o in outputs] == [0.75, 0.75]  # the one scored, not 0.5
+    assert shared_reward(kwargs).groups.state()["expired"] == 1
+
+
+def _serve_router(run_router: Any, *args: Any) -> None:
+    warnings.simplefilter("ignore", DeprecationWarning)  # FastAPI's on_event, in verl
+    run_router(*args)
+
+
+def start_router(worker: str) -> tuple[str, Any]:
+    """verl's own reward router (``NaiveRouter``, as its reward model manager starts it:
+    a forked process) in front of ``worker``; its ``host:port``."""
+    import multiprocessing
+    import socket
+    import time
+
+    import httpx
+    from verl.experimental.reward_loop.router.naive_router import run_router
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = multiprocessing.get_context("fork").Process(
+        target=_serve_router, args=(run_router, "127.0.0.1", port, [worker]), daemon=True
+    )
+    process.start()
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
+                return f"127.0.0.1:{port}", process
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("verl's router did not start")
+
+
+@pytest.mark.parametrize("models", [("marks",), ("marks", "other")])
+def test_the_genrm_path_judges_through_verls_router(
+    tmp_path: Path, models: tuple[str, ...]
+) -> None:
+    """reward_model.enable=True and no base_url: verl passes its router's address; the
+    judge is the one model the router lists (before: ``ConfigError: no judge
+    configured``). Two models behind it: an error that says to set the model."""
+    from exprl_rewards.errors import ConfigError
+
+    _, code = readme_snippet("verl")
+    reward_file = tmp_path / "exprl_verl_reward.py"
+    reward_file.write_text(code)
+    kwargs = {"mode": "outcome", "top_logprobs": None}
+    with FaultServer(models=models) as judge:
+        address, router = start_router(judge.url.removesuffix("/v1"))
+        cfg = config(reward_file, **kwargs)
+        cfg.reward.reward_model.enable = True
+        cfg.reward.reward_model.model_path = str(default_model_dir())
+        loop = get_event_loop()
+        try:
+            worker = RewardLoopWorker(cfg, reward_router_address=address)
+            data = batch(["4 [[score 5]]", "7 [[score 2]]"], groups=[0, 0])
+            if len(models) > 1:
+                with pytest.raises(ConfigError, match=r"set reward_kwargs\.model"):
+                    loop.run_until_complete(worker.compute_score_batch(data))
+                return
+            outputs = loop.run_until_complete(worker.compute_score_batch(data))
+        finally:
+            loop.close()
+            asyncio.set_event_loop(None)
+            router.kill()
+        assert judge.requests == 2  # through the router
+    assert [o["reward_score"] for o in outputs] == [1.0, 0.25]

@@ -1,5 +1,6 @@
-"""ExpRL-Process inside verl 0.9: a reward manager for its reward loop, and the process
-advantage estimators registered for its own ``compute_advantage``.
+"""ExpRL-Process inside verl 0.9: a reward manager for its reward loop, an agent-loop
+manager that keeps the steps, and the process advantage estimators registered for its
+own ``compute_advantage``.
 
 This module imports verl and torch; verl loads it (``pkg://`` below) and nothing else in
 ``exprl_rewards`` does. Configure verl with::
@@ -7,9 +8,23 @@ This module imports verl and torch; verl loads it (``pkg://`` below) and nothing
     reward.reward_manager.source=importlib
     reward.reward_manager.name=ExpRLProcessRewardManager
     reward.reward_manager.module.path=pkg://exprl_rewards.adapters.verl_process
+    actor_rollout_ref.rollout.agent.agent_loop_manager_class=\
+        exprl_rewards.adapters.verl_process.ExpRLAgentLoopManager
     +reward.custom_reward_function.reward_kwargs.base_url=...  (model, mode, slicer...)
     algorithm.adv_estimator=exprl_delta      # or exprl_end, exprl_group, exprl_prefix,
                                              # exprl_rtg
+
+**Two paths, one matrix.** With no verl-managed reward model (the default), verl hands
+the reward workers to its agent loop, which scores each trajectory as it finishes and
+keeps one number per response (``reward_score: Optional[float]``, written at the last
+token). The manager therefore returns a :class:`StepScore`: a float (the response's
+reward) that also carries its steps, and the same steps as JSON in
+``reward_extra_info["exprl_steps"]``. :class:`ExpRLAgentLoopManager` (verl's
+``AgentLoopManager`` with one step added) rewrites each row of ``rm_scores`` from those
+steps; the reward manager refuses to start on the agent-loop path without it, since
+verl would otherwise train on one step per response. With a verl-managed reward model
+(the colocated path), verl calls :meth:`ExpRLProcessRewardManager.assemble_rm_scores`,
+which reads the steps off the :class:`StepScore` values.
 
 **The reward manager** (:class:`ExpRLProcessRewardManager`) judges each response per
 step (``mode`` ``process-segment`` by default, or ``process-prefix``), aligned to the
@@ -36,11 +51,15 @@ later step's score is kept.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any, get_args
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from verl import DataProto
+from verl.experimental.agent_loop.agent_loop import AgentLoopManager
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 from verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY, register_adv_est
 
@@ -49,10 +68,90 @@ from ..errors import ConfigError
 from .offsets import token_offsets
 from .verl import shared_reward
 
-__all__ = ["STEP_ZERO", "ExpRLProcessRewardManager", "process_estimator"]
+__all__ = [
+    "MANAGER_CLASS",
+    "STEP_ZERO",
+    "ExpRLAgentLoopManager",
+    "ExpRLProcessRewardManager",
+    "StepScore",
+    "process_estimator",
+    "write_steps",
+]
 
 STEP_ZERO = 1e-30  # a step end whose score is 0
 _TINY = 1e-20  # below this a step end reads back as 0
+MANAGER_CLASS = "exprl_rewards.adapters.verl_process.ExpRLAgentLoopManager"
+Steps = tuple[tuple[int, float], ...]  # (last token of the step, its calibrated score)
+
+
+class StepScore(float):
+    """A response's reward as one float, carrying its steps (``.steps``).
+
+    verl's agent loop stores it where it expects a number; verl's colocated path hands it
+    back to :meth:`ExpRLProcessRewardManager.assemble_rm_scores`, which reads the steps.
+    It pickles with its steps (Ray sends it between processes).
+
+    >>> s = StepScore(0.5, ((3, 0.25), (9, 0.75)))
+    >>> float(s), s.steps
+    (0.5, ((3, 0.25), (9, 0.75)))
+    """
+
+    steps: Steps
+
+    def __new__(cls, value: float, steps: Steps) -> StepScore:
+        out = super().__new__(cls, value)
+        out.steps = tuple((int(e), float(v)) for e, v in steps)
+        return out
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (StepScore, (float(self), self.steps))
+
+
+def _fill(rm_scores: torch.Tensor, row: int, steps: Sequence[Sequence[float]]) -> None:
+    """Row ``row`` of ``rm_scores`` holds each step's score at its end, 0 elsewhere."""
+    rm_scores[row] = 0.0
+    for end, value in steps:
+        rm_scores[row, int(end)] = value if value != 0 else STEP_ZERO
+
+
+def write_steps(data: DataProto) -> DataProto:
+    """Rewrite ``rm_scores`` from ``exprl_steps`` (what the agent loop kept of each
+    response's steps); a batch without them is returned as it is."""
+    steps = data.non_tensor_batch.get("exprl_steps")
+    if steps is None or "rm_scores" not in data.batch.keys():  # noqa: SIM118 (a TensorDict)
+        return data
+    rm_scores = data.batch["rm_scores"]
+    for row, encoded in enumerate(steps):
+        _fill(rm_scores, row, json.loads(str(encoded)))
+    return data
+
+
+class ExpRLAgentLoopManager(AgentLoopManager):
+    """verl's ``AgentLoopManager``, with each response's steps written back into the
+    reward matrix (:func:`write_steps`) before verl computes advantages."""
+
+    async def generate_sequences(self, prompts: DataProto) -> DataProto:
+        return write_steps(await super().generate_sequences(prompts))
+
+
+def _check_agent_loop(config: Any) -> None:
+    """Refuse the agent-loop path without :class:`ExpRLAgentLoopManager`."""
+    use_rm = OmegaConf.select(config, "reward.reward_model.enable", default=False)
+    pool = OmegaConf.select(config, "reward.reward_model.enable_resource_pool", default=False)
+    rollout = OmegaConf.select(config, "actor_rollout_ref.rollout", default=None)
+    if rollout is None or (use_rm and not pool):  # colocated: assemble_rm_scores
+        return
+    name = OmegaConf.select(config, "actor_rollout_ref.rollout.agent.agent_loop_manager_class")
+    if name:
+        from verl.utils.import_utils import load_class_from_fqn
+
+        if issubclass(load_class_from_fqn(name, "AgentLoopManager"), ExpRLAgentLoopManager):
+            return
+    raise ConfigError(
+        "verl's agent loop keeps one number per response, so process rewards need"
+        f" actor_rollout_ref.rollout.agent.agent_loop_manager_class={MANAGER_CLASS}"
+        f" (it writes the steps back; got {name!r})"
+    )
 
 
 class ExpRLProcessRewardManager(RewardManagerBase):
@@ -66,6 +165,7 @@ class ExpRLProcessRewardManager(RewardManagerBase):
         reward_router_address: str | None = None,
         reward_model_tokenizer: Any = None,
     ) -> None:
+        _check_agent_loop(config)  # before the base class takes an event loop
         super().__init__(config, tokenizer, compute_score)
         custom = config.reward.get("custom_reward_function") or {}
         kwargs = dict(custom.get("reward_kwargs") or {})
@@ -87,29 +187,30 @@ class ExpRLProcessRewardManager(RewardManagerBase):
         truth = (item.non_tensor_batch.get("reward_model") or {}).get("ground_truth")
         (rollout,) = self.reward.rollouts([text], [truth], [extra], [offsets])
         value, result, _ = await self.reward.result_one(rollout)
-        steps = []
+        steps: Steps = ()
         if result.score is not None:
-            steps = [
+            steps = tuple(
                 (s.tokens[1] - 1, float(s.score))
                 for s in result.segments
                 if s.tokens is not None and s.tokens[1] > s.tokens[0] and s.score is not None
-            ]
+            )
         return {
-            "reward_score": steps,
+            "reward_score": StepScore(value, steps),
             "reward_extra_info": {
                 "score": value,
                 "exprl_unscored": float(result.score is None),
-                "exprl_steps": float(len(result.segments)),
+                "exprl_num_steps": float(len(result.segments)),
+                "exprl_steps": json.dumps([list(s) for s in steps]),
             },
         }
 
     @classmethod
     def assemble_rm_scores(cls, data: DataProto, scores: list[Any]) -> torch.Tensor:
-        """Each step's score at its last token (``STEP_ZERO`` for a 0), 0 elsewhere."""
+        """Each step's score at its last token (``STEP_ZERO`` for a 0), 0 elsewhere:
+        verl's colocated path, with the :class:`StepScore` values of :meth:`run_single`."""
         rm_scores = torch.zeros_like(data.batch["responses"], dtype=torch.float32)
-        for row, steps in enumerate(scores):
-            for end, value in steps:
-                rm_scores[row, end] = value if value != 0 else STEP_ZERO
+        for row, score in enumerate(scores):
+            _fill(rm_scores, row, getattr(score, "steps", ()))
         return rm_scores
 
 
