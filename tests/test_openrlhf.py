@@ -146,3 +146,64 @@ def test_a_left_truncated_prompt_falls_back_to_the_whole_query(
     assert output["reward"] == [0.75]
     assert experience.info["exprl_prompt_matched"].flatten().tolist() == [0.0]
     assert "<|im_start|>" not in judged(fault)
+
+
+REWARD_FILE = "from exprl_rewards.adapters.openrlhf_func import reward_func  # noqa: F401\n"
+
+
+def in_process(
+    tmp_path: Any, tokenizer: Any, answers: list[str], label: Any = "2 + 2 = 4"
+) -> list[tuple[dict[str, Any], Any]]:
+    """Samples through OpenRLHF's executor with ``--reward.remote_url`` a reward file,
+    all at once, as OpenRLHF's rollout runs them."""
+    reward_file = tmp_path / "exprl_openrlhf_reward.py"
+    reward_file.write_text(REWARD_FILE)
+    executor = SingleTurnAgentExecutor(remote_rm_url=str(reward_file))
+    assert executor.reward_func is not None  # OpenRLHF loaded our function
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is 2+2?"}], add_generation_prompt=True, tokenize=False
+    )
+    params = SimpleNamespace(max_tokens=32, logprobs=None)
+
+    async def run() -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(
+            executor.execute(prompt, label, params, 4096, tokenizer, Engine(tokenizer, a))
+            for a in answers
+        )))  # fmt: skip
+
+    outputs = asyncio.run(run())
+    return [(o, SamplesGenerator._process_response_into_experience(None, o, max_len=4096))  # type: ignore[arg-type]
+            for o in outputs]  # fmt: skip
+
+
+def test_the_in_process_reward_func_micro_batches_concurrent_samples(
+    tmp_path: Any, tokenizer: Any, fault: FaultServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--reward.remote_url exprl_openrlhf_reward.py: OpenRLHF calls reward_func once per
+    sample in threads; the samples meet in one judge batch and get the server's numbers."""
+    from exprl_rewards.adapters.verl_config import shared_reward
+
+    monkeypatch.setenv("EXPRL_JUDGE_BASE_URL", fault.url)
+    monkeypatch.setenv("EXPRL_JUDGE_MODEL", "marks")
+    monkeypatch.setenv("EXPRL_JUDGE_MODE", "outcome")
+    monkeypatch.setenv("EXPRL_GUARDS", "content-gate")
+    monkeypatch.setenv("EXPRL_JUDGE_TOP_LOGPROBS", "0")  # the written digit: exact numbers
+    answers = ["4 [[score 5]]", "5 [[score 2]]", "no idea [[score none]]", "Solution:"]
+    got = in_process(tmp_path, tokenizer, answers)
+    assert [o["reward"] for o, _ in got] == [[1.0], [0.25], [0.5], [0.0]]
+    assert [e.info["exprl_unscored"].item() for _, e in got] == [0.0, 0.0, 1.0, 0.0]
+    assert [e.info["exprl_guard_content_gate"].item() for _, e in got] == [0.0, 0.0, 0.0, 1.0]
+    reward = shared_reward({"mode": "outcome", "guards": "content-gate", "top_logprobs": None})
+    assert reward.flushes == 1  # three judged samples from three threads, one batch
+
+
+def test_the_in_process_reward_func_never_makes_up_a_reward_for_a_dead_judge(
+    tmp_path: Any, tokenizer: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("EXPRL_JUDGE_BASE_URL", "http://127.0.0.1:9/v1")  # nothing listens
+    monkeypatch.setenv("EXPRL_JUDGE_MODEL", "dead")
+    monkeypatch.setenv("EXPRL_JUDGE_MODE", "outcome")
+    ((output, experience),) = in_process(tmp_path, tokenizer, ["4"])
+    assert output["reward"] is None  # OpenRLHF keeps it unrewarded; no fake number
+    assert "reward" not in experience.info
+    assert "the judge never answered" in caplog.text

@@ -334,3 +334,37 @@ def test_the_genrm_path_judges_through_verls_router(
             router.kill()
         assert judge.requests == 2  # through the router
     assert [o["reward_score"] for o in outputs] == [1.0, 0.25]
+
+
+def test_verls_rate_limited_manager_with_the_recommended_concurrency(
+    fault: FaultServer, tmp_path: Path
+) -> None:
+    """verl's ``rate_limited`` manager awaits compute_score under a semaphore of
+    ``reward.max_concurrent`` (default 1: each sample its own judge batch). With
+    ``max_concurrent`` at least the samples a worker gets, they meet in one micro-batch.
+    (Its settings are process-wide in verl: the first manager fixes them.)"""
+    _, code = readme_snippet("verl")
+    reward_file = tmp_path / "exprl_verl_reward.py"
+    reward_file.write_text(code)
+    kwargs = {"base_url": fault.url, "model": "marks", "mode": "outcome", "top_logprobs": None,
+              "batch_wait_s": 0.2}  # fmt: skip
+    cfg = config(reward_file, **kwargs)
+    cfg.reward.reward_manager.name = "rate_limited"
+    cfg.reward.max_concurrent = 64
+    cfg.reward.timeout = 600
+    responses = [f"{i} [[score {1 + i % 5}]]" for i in range(8)]
+    loop = get_event_loop()
+    try:
+        worker = RewardLoopWorker(cfg)
+        assert type(worker.reward_manager).__name__ == "RateLimitedRewardManager"
+        shared = shared_reward(kwargs)
+        flushes = shared.flushes
+        outputs = loop.run_until_complete(worker.compute_score_batch(batch(responses, [0] * 8)))
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+    assert shared.flushes == flushes + 1  # 8 samples, one judge batch
+    assert [o["reward_score"] for o in outputs] == [(i % 5) / 4 for i in range(8)]
+    assert {tuple(sorted(o["reward_extra_info"])) for o in outputs} == {
+        ("exprl_raw", "exprl_unscored", "score")
+    }
