@@ -33,6 +33,14 @@ with warnings.catch_warnings():
     from verl.utils.ray_utils import get_event_loop
 
 
+def readme_reward_file(folder: Path) -> Path:
+    """The README's verl reward file, written into ``folder``."""
+    _, code = readme_snippet("verl")
+    path = folder / "exprl_verl_reward.py"
+    path.write_text(code)
+    return path
+
+
 def config(reward_file: Path, **reward_kwargs: Any) -> Any:
     """The parts of verl's PPO config the reward loop reads, with the README's keys."""
     return OmegaConf.create({
@@ -79,9 +87,7 @@ def batch(responses: list[str], groups: list[int]) -> DataProto:
 def test_the_reward_loop_scores_a_batch_through_one_shared_micro_batched_judge(
     fault: FaultServer, tmp_path: Path
 ) -> None:
-    _, code = readme_snippet("verl")
-    reward_file = tmp_path / "exprl_verl_reward.py"
-    reward_file.write_text(code)
+    reward_file = readme_reward_file(tmp_path)
     kwargs = {"base_url": fault.url, "model": "marks", "mode": "outcome", "top_logprobs": None}
     loop = get_event_loop()  # verl's managers take the thread's loop; closed below
     try:
@@ -182,9 +188,7 @@ def test_canaries_ride_along_the_reward_loop_and_raise_the_alarm(
     """``canary_share`` in reward_kwargs: the canaries are graded in the same judge batch
     and never returned to verl; every sample carries its batch's hack metrics. The fault
     judge gives canaries (no marks) 4, above the honest rollouts' mean: the alarm fires."""
-    _, code = readme_snippet("verl")
-    reward_file = tmp_path / "exprl_verl_reward.py"
-    reward_file.write_text(code)
+    reward_file = readme_reward_file(tmp_path)
     kwargs = {"base_url": fault.url, "model": "marks", "mode": "outcome", "top_logprobs": None,
               "canary_share": 0.5, "alarm_window": 1, "guards": "none"}  # fmt: skip
     loop = get_event_loop()
@@ -216,9 +220,7 @@ def test_on_the_streaming_path_an_unscored_response_gets_its_whole_groups_mean(
     RewardLoopWorker and the README's reward file. Scored responses are answered at
     once; the unscored one waits for its group and gets the whole group's mean (before:
     the neutral 0.5, as it was judged alone)."""
-    _, code = readme_snippet("verl")
-    reward_file = tmp_path / "exprl_verl_reward.py"
-    reward_file.write_text(code)
+    reward_file = readme_reward_file(tmp_path)
     kwargs = {"base_url": fault.url, "model": "marks", "mode": "outcome", "top_logprobs": None,
               "group_size": 3, "group_wait_s": 30.0}  # fmt: skip
     responses = ["4 [[score none]]", "7 [[score 2]]", "6 [[score 5]]"]
@@ -252,9 +254,7 @@ def test_on_the_streaming_path_an_unscored_response_gets_its_whole_groups_mean(
 def test_a_group_that_never_completes_is_filled_at_its_deadline(
     fault: FaultServer, tmp_path: Path
 ) -> None:
-    _, code = readme_snippet("verl")
-    reward_file = tmp_path / "exprl_verl_reward.py"
-    reward_file.write_text(code)
+    reward_file = readme_reward_file(tmp_path)
     kwargs = {"base_url": fault.url, "model": "marks", "mode": "outcome", "top_logprobs": None,
               "group_size": 4, "group_wait_s": 0.5}  # fmt: skip
     data = batch(["4 [[score none]]", "7 [[score 4]]"], groups=[8, 8])
@@ -310,9 +310,7 @@ def test_the_genrm_path_judges_through_verls_router(
     configured``). Two models behind it: an error that says to set the model."""
     from exprl_rewards.errors import ConfigError
 
-    _, code = readme_snippet("verl")
-    reward_file = tmp_path / "exprl_verl_reward.py"
-    reward_file.write_text(code)
+    reward_file = readme_reward_file(tmp_path)
     kwargs = {"mode": "outcome", "top_logprobs": None}
     with FaultServer(models=models) as judge:
         address, router = start_router(judge.url.removesuffix("/v1"))
@@ -343,9 +341,7 @@ def test_verls_rate_limited_manager_with_the_recommended_concurrency(
     ``reward.max_concurrent`` (default 1: each sample its own judge batch). With
     ``max_concurrent`` at least the samples a worker gets, they meet in one micro-batch.
     (Its settings are process-wide in verl: the first manager fixes them.)"""
-    _, code = readme_snippet("verl")
-    reward_file = tmp_path / "exprl_verl_reward.py"
-    reward_file.write_text(code)
+    reward_file = readme_reward_file(tmp_path)
     kwargs = {"base_url": fault.url, "model": "marks", "mode": "outcome", "top_logprobs": None,
               "batch_wait_s": 0.2}  # fmt: skip
     cfg = config(reward_file, **kwargs)
