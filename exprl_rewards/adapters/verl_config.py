@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
+import openai
 
 from ..calibration import load_calibrator
 from ..canaries import Canaries, HackAlarm
@@ -46,10 +46,9 @@ def judge_options(kwargs: Mapping[str, Any]) -> dict[str, Any]:
 def _router_model(base_url: str) -> str:
     """The one model a router serves, from its ``/v1/models``."""
     try:
-        reply = httpx.get(f"{base_url}/models", timeout=30.0, follow_redirects=False)
-        reply.raise_for_status()
-        ids = [m["id"] for m in reply.json()["data"]]
-    except (httpx.HTTPError, KeyError, TypeError, ValueError) as e:
+        client = openai.OpenAI(base_url=base_url, api_key="EMPTY", timeout=30.0, max_retries=2)
+        ids = [m.id for m in client.models.list()]
+    except openai.OpenAIError as e:
         raise ConfigError(
             f"verl's reward router at {base_url} did not list its models ({e}); "
             "set reward_kwargs.model"
