@@ -1,10 +1,12 @@
 """Trainer adapters: TRL reward functions, verl ``compute_score`` and token rewards,
-OpenRLHF's remote reward protocol.
+OpenRLHF's remote reward protocol and in-process ``reward_func``, a verifiers judge.
 
 The OpenRLHF server is :mod:`exprl_rewards.serve` (its request and answer shapes are in
-:mod:`.openrlhf`). None of these import their trainer: they speak its data shapes. The
-one exception is :mod:`.verl_process`, verl's process reward manager and advantage
-estimators, which verl itself loads and which nothing here imports.
+:mod:`.openrlhf`; :mod:`.openrlhf_func` is the in-process form). None of these import
+their trainer: they speak its data shapes. The exceptions, which their trainer loads and
+nothing here imports: :mod:`.verl_process` (verl's process reward manager, agent-loop
+manager and advantage estimators) and :mod:`.verifiers_judge` (the verifiers plugin,
+id ``exprl-judge``).
 """
 
 from __future__ import annotations
@@ -31,4 +33,5 @@ __all__ = [
 
 # The trainer releases the adapters are tested with, driven through their own code
 # (``make test`` installs exactly these; a test checks that the installed ones match).
+# verifiers 0.4.0 is tested in its own environment (it needs openai<3).
 TESTED: dict[str, str] = {"openrlhf": "0.11.2", "trl": "1.16.0", "verl": "0.9.1"}
