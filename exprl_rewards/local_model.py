@@ -89,7 +89,11 @@ def default_model_dir() -> Path:
     build = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # use_kernels=False: transformers >= 5.25 turns hub kernels on by default and
+        # fails without the `kernels` package, which the registry does not serve
+        quantized = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, use_kernels=False
+        )
         # A GGUF-loaded model refuses save_pretrained ("quantized with gguf and is not
         # serializable"): rebuild a plain model from its config without the quantization.
         config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -65,7 +65,11 @@ class Policy:
         from transformers import AutoModelForCausalLM
 
         torch_dtype = getattr(torch, dtype)
-        self.model: Any = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch_dtype)
+        # use_kernels=False: transformers >= 5.25 turns hub kernels on by default and fails
+        # without the `kernels` package (not on the registry); 5.19, which vLLM pins, ignores it
+        self.model: Any = AutoModelForCausalLM.from_pretrained(
+            str(model_dir), dtype=torch_dtype, use_kernels=False
+        )
         if gradient_checkpointing:  # activations recomputed in backward: no KV cache to keep
             self.model.config.use_cache = False
             self.model.gradient_checkpointing_enable()
