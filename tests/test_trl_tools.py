@@ -18,6 +18,7 @@ import pytest
 from fault_server import FaultServer
 
 from exprl_rewards.adapters import TRLReward
+from exprl_rewards.guards import get_guards
 from exprl_rewards.judges import OpenAIJudge
 from exprl_rewards.local_model import VLLMServer, default_model_dir
 from exprl_rewards.pipeline import RewardPipeline
@@ -171,3 +172,85 @@ def test_the_tested_trainer_releases_are_the_installed_ones() -> None:
     from exprl_rewards.adapters import TESTED
 
     assert {name: version(name) for name in TESTED} == TESTED
+
+
+def test_a_judged_environment_grades_a_batch_of_episodes_in_one_judge_call(
+    fault: FaultServer,
+) -> None:
+    """TRL awaits get_reward one environment after another: the first call grades all."""
+    import asyncio
+
+    from exprl_rewards.adapters.trl_env import JudgedEnvironment
+
+    class Calc(JudgedEnvironment):
+        pipeline = RewardPipeline(OpenAIJudge("marks", base_url=fault.url), mode="outcome")
+
+        def add(self, a: int, b: int) -> int:
+            """Add two integers.
+
+            Args:
+                a: the first integer.
+                b: the second integer.
+            """
+            self._note(f"add({a}, {b}) = {a + b}")
+            return a + b
+
+    example = {"prompt": [{"role": "user", "content": "What is 2+2?"}], "solution": "2+2=4"}
+    envs = [Calc() for _ in range(3)]
+    for env in envs:
+        env.reset(**example)
+    envs[0].add(2, 2)
+    envs[0].submit_answer("4 [[score 5]]")
+    envs[1].submit_answer("5 [[score 2]]")  # envs[2] never answers
+    before = fault.requests
+
+    async def rewards() -> list[float | None]:  # as TRL's wrapper awaits them
+        return [await e.get_reward() for e in envs]
+
+    assert asyncio.run(rewards()) == [1.0, 0.25, None]  # an empty episode: unscored
+    assert Calc._judged_batches == 1
+    assert fault.requests - before == 2
+    assert any("add(2, 2) = 4" in b["messages"][-1]["content"] for b in fault.bodies[-2:])
+
+
+def test_grpo_trainer_with_a_judged_environment(
+    judge_server: VLLMServer, data_dir: Path, tmp_path: Path, tokenizer: Any
+) -> None:
+    """TRL 1.16's own GRPOTrainer with environment_factory: the environment's get_reward
+    is the reward (no reward_funcs); each batch's episodes are graded in one judge
+    batch, and TRL logs the column under the class's name."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from datasets import Dataset
+        from trl import GRPOConfig, GRPOTrainer
+
+    from exprl_rewards.adapters.trl_env import JudgedEnvironment
+
+    judge = OpenAIJudge(judge_server.model, base_url=judge_server.url, top_logprobs=20,
+                        prefill=True, max_tokens=8, constrain_scores=True)  # fmt: skip
+
+    class MathEnv(JudgedEnvironment):
+        pipeline = RewardPipeline(judge, mode="outcome", template="outcome-score-only",
+                                  guards=get_guards("content-gate,neutraliser"))  # fmt: skip
+
+    config = GRPOConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4,
+        max_completion_length=16, max_steps=2, learning_rate=1e-6, logging_steps=1,
+        report_to="none", save_strategy="no", use_cpu=True, bf16=False, seed=0,
+        max_tool_calling_iterations=1,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = GRPOTrainer(
+            model=str(default_model_dir()), args=config, processing_class=tokenizer,
+            train_dataset=Dataset.from_list(gsm8k_prompts(data_dir, 2)),
+            environment_factory=MathEnv,
+        )  # fmt: skip
+        trainer.train()
+    assert trainer.state.global_step == 2
+    assert MathEnv._judged_batches >= 2  # one judge batch per reward computation
+    logged = [h for h in trainer.state.log_history if "rewards/MathEnv/mean" in h]
+    assert logged
+    for entry in logged:  # content-free episodes get the minimum: a number, never made up
+        mean = entry["rewards/MathEnv/mean"]
+        assert mean is None or 0.0 <= mean <= 1.0

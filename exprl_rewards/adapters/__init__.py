@@ -14,11 +14,13 @@ from __future__ import annotations
 from .common import UnscoredPolicy, fill_unscored
 from .messages import ends_in_tool_call, render_messages
 from .trl import AsyncTRLReward, TRLReward
+from .trl_env import JudgedEnvironment
 from .verl import VerlReward, compute_score, compute_score_batch, compute_score_sync, token_offsets
 
 __all__ = [
     "TESTED",
     "AsyncTRLReward",
+    "JudgedEnvironment",
     "TRLReward",
     "UnscoredPolicy",
     "VerlReward",
