@@ -47,10 +47,12 @@ class Engine:
     """Stands in for OpenRLHF's vLLM engine: answers every prompt with fixed tokens."""
 
     def __init__(self, tokenizer: Any, answer: str) -> None:
-        self.ids = tokenizer(answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
+        self.text = answer + "<|im_end|>"
+        self.ids = tokenizer(self.text, add_special_tokens=False)["input_ids"]
 
     async def generate(self, prompt_token_ids: list[int], params: Any, **_: Any) -> Any:
-        done = SimpleNamespace(token_ids=self.ids, finish_reason="stop", logprobs=None)
+        done = SimpleNamespace(token_ids=self.ids, text=self.text, finish_reason="stop",
+                               logprobs=None)  # fmt: skip
         return SimpleNamespace(outputs=[done])
 
 
@@ -207,3 +209,44 @@ def test_the_in_process_reward_func_never_makes_up_a_reward_for_a_dead_judge(
     assert output["reward"] is None  # OpenRLHF keeps it unrewarded; no fake number
     assert "reward" not in experience.info
     assert "the judge never answered" in caplog.text
+
+
+def test_a_multi_turn_agent_is_graded_once_on_its_whole_episode(
+    tokenizer: Any, fault: FaultServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--train.agent_func_path: OpenRLHF's MultiTurnAgentExecutor drives our agent
+    instance for two turns; the judge grades the whole episode once, at the end."""
+    from openrlhf.utils.agent import MultiTurnAgentExecutor
+
+    from exprl_rewards.adapters.openrlhf_agent import JudgedAgentInstance
+
+    monkeypatch.setenv("EXPRL_JUDGE_BASE_URL", fault.url)
+    monkeypatch.setenv("EXPRL_JUDGE_MODEL", "marks")
+    monkeypatch.setenv("EXPRL_JUDGE_TOP_LOGPROBS", "0")
+
+    class TwoTurns(JudgedAgentInstance):
+        async def environment(self, action: str, states: dict[str, Any]) -> tuple[str, bool]:
+            if self.turns == 1:
+                return "\nTool: 2 + 2 = 4 [[score 2]]\n", False
+            return "", True
+
+    class AgentExecutor(MultiTurnAgentExecutor):  # what an agent file defines
+        def __init__(self) -> None:
+            super().__init__(TwoTurns)
+
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is 2+2?"}], add_generation_prompt=True, tokenize=False
+    )
+    engine = Engine(tokenizer, "it is 4 [[score 4]]")
+    params = SimpleNamespace(max_tokens=None, logprobs=None)
+    before = fault.requests
+    output = asyncio.run(
+        AgentExecutor().execute(prompt, "2 + 2 = 4", params, 4096, tokenizer, engine)
+    )
+    assert fault.requests - before == 1  # one verdict, for the whole episode
+    seen = judged(fault)
+    assert "Tool: 2 + 2 = 4" in seen  # the environment's feedback is graded too
+    assert output["reward"] == 0.75  # the last mark: the second action's [[score 4]]
+    assert len(output["action_ranges"]) == 2
+    experience = SamplesGenerator._process_response_into_experience(None, output, max_len=4096)  # type: ignore[arg-type]
+    assert experience.info["exprl_unscored"].flatten().tolist() == [0.0]

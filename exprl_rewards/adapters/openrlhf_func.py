@@ -39,7 +39,7 @@ from .openrlhf import openrlhf_answer, openrlhf_batch
 from .verl_config import shared_reward
 from .verl_reward import VerlReward
 
-__all__ = ["ENVIRONMENT", "reward_func"]
+__all__ = ["ENVIRONMENT", "environment_reward", "reward_func"]
 
 log = logging.getLogger("exprl_rewards")
 # The environment variables read, and the reward_kwargs-style option each sets.
@@ -62,7 +62,8 @@ def _background_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
-def _reward() -> VerlReward:
+def environment_reward() -> VerlReward:
+    """The shared reward of this process, configured from the environment (see above)."""
     options: dict[str, Any] = {"mode": "outcome"}
     options.update(
         {key: os.environ[var] for var, key in ENVIRONMENT.items() if os.environ.get(var)}
@@ -81,7 +82,7 @@ def reward_func(
     """OpenRLHF's reward for its samples (see the module docs for the answer)."""
     batch = openrlhf_batch({"query": list(queries), "prompts": list(prompts),
                             "labels": list(labels)})  # fmt: skip
-    reward = _reward()
+    reward = environment_reward()
     loop = _background_loop()
     pending = [asyncio.run_coroutine_threadsafe(reward.result_one(r), loop) for r in batch.rollouts]
     results = [future.result()[1] for future in pending]
