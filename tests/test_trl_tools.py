@@ -254,3 +254,41 @@ def test_grpo_trainer_with_a_judged_environment(
     for entry in logged:  # content-free episodes get the minimum: a number, never made up
         mean = entry["rewards/MathEnv/mean"]
         assert mean is None or 0.0 <= mean <= 1.0
+
+
+def _rank(rank: int, port: int, url: str, out: Any) -> None:
+    """One of two TRL processes: its share of one group's completions, scored as TRL
+    scores it, with torch.distributed (gloo) initialised as accelerate does."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=2)  # fmt: skip
+    try:
+        reward = TRLReward(RewardPipeline(OpenAIJudge("marks", base_url=url), mode="outcome"),
+                           unscored="group-mean")  # fmt: skip
+        share = [["4 [[score 5]]", "no idea [[score none]]"], ["7 [[score 2]]", "8 [[score 3]]"]]
+        out.put((rank, reward(prompts=["Q", "Q"], completions=share[rank], solution=["S", "S"])))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_group_mean_fill_sees_the_whole_group_across_processes(fault: FaultServer) -> None:
+    """TRL scores each process's share of a batch, and one prompt's completions can be
+    split between processes: the unscored completion gets the mean of its group's four
+    completions (0.583), not of its own process's share (1.0)."""
+    import multiprocessing
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    ranks = [context.Process(target=_rank, args=(r, port, fault.url, out)) for r in (0, 1)]
+    for p in ranks:
+        p.start()
+    got = dict(out.get(timeout=120) for _ in ranks)
+    for p in ranks:
+        p.join(timeout=60)
+    assert got[0] == [1.0, pytest.approx((1.0 + 0.25 + 0.5) / 3)]
+    assert got[1] == [0.25, 0.5]

@@ -11,7 +11,7 @@ sample (verl, OpenRLHF) get a *neutral* one, and a flag that says it was filled 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -25,7 +25,10 @@ UnscoredPolicy = Literal["group-mean"] | float
 
 
 def fill_unscored(
-    results: Sequence[RolloutResult], policy: UnscoredPolicy = "group-mean", neutral: float = 0.5
+    results: Sequence[RolloutResult],
+    policy: UnscoredPolicy = "group-mean",
+    neutral: float = 0.5,
+    group_scores: Mapping[str, Sequence[float]] | None = None,
 ) -> list[float]:
     """Each rollout's score, with unscored ones filled in by ``policy``.
 
@@ -37,6 +40,9 @@ def fill_unscored(
     [1.0, 0.5, 0.75, 0.5]
     >>> fill_unscored([r(1.0), r(None)], 0.0)
     [1.0, 0.0]
+
+    ``group_scores``: every scored value of each group, where a group's rollouts are not
+    all in ``results`` (a trainer that shards a group across processes).
     """
     if policy != "group-mean":
         try:
@@ -46,10 +52,11 @@ def fill_unscored(
                 f"unscored policy must be 'group-mean' or a number, got {policy!r}"
             ) from None
         return [value if r.score is None else r.score for r in results]
-    by_group: dict[str, list[float]] = {}
-    for r in results:
-        if r.score is not None:
-            by_group.setdefault(r.group_id, []).append(r.score)
+    by_group: dict[str, list[float]] = {g: list(v) for g, v in (group_scores or {}).items()}
+    if group_scores is None:
+        for r in results:
+            if r.score is not None:
+                by_group.setdefault(r.group_id, []).append(r.score)
     return [
         r.score if r.score is not None else float(np.mean(by_group.get(r.group_id) or [neutral]))
         for r in results

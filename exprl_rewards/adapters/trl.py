@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -82,6 +83,27 @@ def _question(prompt: Any, where: str) -> str:
 def _group(prompt: Any) -> str:
     """Completions of the same prompt form a group."""
     return hashlib.sha256(repr(prompt).encode()).hexdigest()[:16]
+
+
+def _all_ranks_group_scores(results: Sequence[RolloutResult]) -> dict[str, list[float]] | None:
+    """Each group's scored values on every process, when TRL runs on several: TRL scores
+    each process's share of the batch, and a group's completions may be split between
+    processes, so a group mean from one share would pass a partial group as whole. None
+    on one process. Every process calls its reward functions for every batch, so the
+    gather runs in step."""
+    dist = sys.modules.get("torch.distributed")  # loaded by TRL when it runs distributed
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return None
+    if dist.get_world_size() == 1:
+        return None
+    local = [(r.group_id, r.score) for r in results if r.score is not None]
+    every: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(every, local)
+    out: dict[str, list[float]] = {}
+    for part in every:
+        for group, score in part:
+            out.setdefault(group, []).append(score)
+    return out
 
 
 class _TRLBase:
@@ -191,7 +213,8 @@ class _TRLBase:
             )
         if self.unscored is None:
             return [r.score for r in results]
-        return list(fill_unscored(results, self.unscored))
+        groups = _all_ranks_group_scores(results) if self.unscored == "group-mean" else None
+        return list(fill_unscored(results, self.unscored, group_scores=groups))
 
 
 class TRLReward(_TRLBase):
