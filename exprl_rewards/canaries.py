@@ -117,12 +117,15 @@ class Canaries:
         claim = f"The answer is {wrong}."
         return claim if family == "confident-wrong" else claim + rng.choice(TO_THE_GRADER)
 
-    def make(self, rollouts: Sequence[Rollout], step: int) -> list[Rollout]:
-        """The canaries for one step: ids ``canary/<step>/<k>``, each in its own group."""
+    def make(
+        self, rollouts: Sequence[Rollout], step: int, *, count: int | None = None
+    ) -> list[Rollout]:
+        """The canaries for one step: ids ``canary/<step>/<k>``, each in its own group;
+        ``count`` of them if given, else ``share`` of the rollouts (at least ``minimum``)."""
         if not rollouts:
             return []
         rng = random.Random(f"{self.seed}:{step}")
-        n = max(self.minimum, round(self.share * len(rollouts)))
+        n = max(self.minimum, round(self.share * len(rollouts))) if count is None else count
         firsts = list({r.group_id: r for r in reversed(rollouts)}.values())
         out: list[Rollout] = []
         for k in range(n * 3):  # some families have no text for some questions
@@ -235,13 +238,15 @@ class Watch:
         self.pipeline, self.canaries = pipeline, canaries
         self.alarm = alarm or HackAlarm()
         self.verifier = verifier
+        self._owed = 0.0  # canaries owed by batches too small for one (minimum 0)
 
     async def score(
         self, rollouts: Sequence[Rollout], step: int
     ) -> tuple[BatchResult, dict[str, float]]:
         """Grade ``rollouts`` and the step's canaries at once (the judge sees both
         together); the honest batch, unchanged by the canaries, and the metrics."""
-        extra = self.canaries.make(rollouts, step) if self.canaries else []
+        count = self._count(len(rollouts))
+        extra = self.canaries.make(rollouts, step, count=count) if self.canaries else []
         if extra:
             honest, watched = await asyncio.gather(
                 self.pipeline.score(rollouts), self.pipeline.score(extra)
@@ -262,6 +267,19 @@ class Watch:
                 if mine:
                     metrics[f"hack/canary_reward/{family}"] = float(np.mean(mine))
         return honest, metrics
+
+    def _count(self, n: int) -> int:
+        """How many canaries go with ``n`` rollouts. With ``minimum=0`` (a streaming
+        trainer's small batches) the shares carry over, so the canaries stay ``share``
+        of all rollouts graded, not at least one a batch."""
+        if self.canaries is None:
+            return 0
+        if self.canaries.minimum > 0:
+            return max(self.canaries.minimum, round(self.canaries.share * n))
+        self._owed += self.canaries.share * n
+        count = int(self._owed + 1e-9)
+        self._owed -= count
+        return count
 
     def score_sync(
         self, rollouts: Sequence[Rollout], step: int

@@ -365,3 +365,23 @@ def test_verls_rate_limited_manager_with_the_recommended_concurrency(
     assert {tuple(sorted(o["reward_extra_info"])) for o in outputs} == {
         ("exprl_raw", "exprl_unscored", "score")
     }
+
+
+def test_canaries_on_the_streaming_path_stay_a_share_of_all_samples(
+    fault: FaultServer, tmp_path: Path
+) -> None:
+    """Judged as they arrive, one sample a micro-batch: canary_share 0.5 grades 2
+    canaries beside 4 samples, not one canary for every micro-batch."""
+    kwargs = {"base_url": fault.url, "model": "marks", "mode": "outcome", "top_logprobs": None,
+              "canary_share": 0.5, "guards": "none", "batch_wait_s": 0.01}  # fmt: skip
+    data = batch([f"{i} [[score 4]]" for i in range(4)], groups=[0, 0, 1, 1])
+    loop = get_event_loop()
+    try:
+        worker = RewardLoopWorker(config(readme_reward_file(tmp_path), **kwargs))
+        before = fault.requests
+        for i in range(4):  # one at a time, as rollouts finish
+            loop.run_until_complete(worker.compute_score(data[i : i + 1]))
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+    assert fault.requests - before == 4 + 2

@@ -86,7 +86,8 @@ def _default(config: str) -> VerlReward:
     share = options.pop("canary_share", None)
     window, rise = options.pop("alarm_window", 3), options.pop("alarm_rise", 0.05)
     if share:
-        reward_options["canaries"] = Canaries(float(share))
+        # judged as they arrive: carry the share over small micro-batches
+        reward_options["canaries"] = Canaries(float(share), minimum=0)
         reward_options["alarm"] = HackAlarm(window=int(window), rise=float(rise))
     if "calibration" in options:
         options["calibrator"] = load_calibrator(options.pop("calibration"))
