@@ -30,6 +30,7 @@ import re
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -172,6 +173,18 @@ class HackAlarm:
         if self.window < 1:
             raise ConfigError(f"alarm window must be at least 1 step, not {self.window}")
         self._history = deque(maxlen=2 * self.window)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps: the window's history, the first alarm, the reasons."""
+        return {"history": [list(map(list, h)) for h in self._history],
+                "fired_at": self.fired_at, "reasons": list(self.reasons)}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output: a resumed run's windows continue."""
+        self._history.clear()
+        for scored, canaries, checked in state["history"]:
+            self._history.append((list(scored), list(canaries), list(checked)))
+        self.fired_at, self.reasons = state["fired_at"], list(state["reasons"])
 
     def update(
         self,

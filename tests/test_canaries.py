@@ -122,3 +122,15 @@ def test_the_canary_alarm_waits_for_a_full_window_and_ignores_a_silent_judge() -
     silent = HackAlarm(window=1)
     assert silent.update(0, [0.0, 0.0], [0.0, 0.0])["hack/alarm"] == 0.0
     assert silent.fired_at is None
+
+
+def test_the_alarm_state_round_trips_so_a_resumed_run_goes_on() -> None:
+    whole, first = HackAlarm(window=2), HackAlarm(window=2)
+    steps = [([0.5, 0.4], [0.1]), ([0.5, 0.6], [0.7]), ([0.4], [0.9])]
+    for i, (h, c) in enumerate(steps[:2]):
+        whole.update(i, h, c)
+        first.update(i, h, c)
+    resumed = HackAlarm(window=2)
+    resumed.load_state_dict(first.state_dict())
+    assert resumed.update(2, *steps[2]) == pytest.approx(whole.update(2, *steps[2]), nan_ok=True)
+    assert resumed.fired_at == whole.fired_at

@@ -82,6 +82,7 @@ class Run:
             self.policy.model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay
         )
         self.step = 0
+        self._alarm_state: dict[str, Any] | None = None  # the hack alarm's, from a checkpoint
         if resume:  # before the first checkpoint, step 0: the logged steps are redone
             if self.checkpoint_path.exists():
                 self._load(self.checkpoint_path)
@@ -101,6 +102,8 @@ class Run:
         # ``judge=False`` (eval only) starts no judge server
         self.pipeline = make_judge(config, self.model_dir, self._stack) if judge else None
         self.watch = make_watch(config, self.pipeline) if self.pipeline is not None else None
+        if self.watch is not None and self._alarm_state is not None:
+            self.watch.alarm.load_state_dict(self._alarm_state)  # a resumed run's windows
         (self.out / "config.json").write_text(config.model_dump_json(indent=2) + "\n")
 
     def __enter__(self) -> Run:
@@ -118,7 +121,8 @@ class Run:
         tmp = self.checkpoint_path.with_suffix(".tmp")
         torch.save(
             {"step": self.step, "model": self.policy.model.state_dict(),
-             "optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state()},
+             "optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+             "alarm": self.watch.alarm.state_dict() if self.watch is not None else None},
             tmp,
         )  # fmt: skip
         os.replace(tmp, self.checkpoint_path)
@@ -129,6 +133,7 @@ class Run:
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
+        self._alarm_state = state.get("alarm")  # restored once the judge is set up
 
     def one_step(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Sample, reward, update and push once; the step's metrics row and sample rows."""
