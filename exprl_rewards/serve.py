@@ -9,6 +9,10 @@ Endpoints:
     ``{"rewards": [...], "scores": [...], "extra_logs": {...}}``
     (:mod:`exprl_rewards.adapters.openrlhf`). OpenRLHF sends no token: serve it on
     loopback without ``--token``.
+``POST /slime``  slime (``--rm-type remote_rm --rm-url http://HOST:PORT/slime
+    --reward-key score``): takes one sample, ``{"prompt", "response", "label"}``, and
+    answers ``{"score": ..., "exprl_unscored": 0|1, "exprl_raw": ...}``
+    (:mod:`exprl_rewards.adapters.slime`).
 ``POST /score``  native: ``{"rollouts": [{"id", "group_id", "question", "reference",
     "response"}, ...]}`` -> per-rollout score, reason, advantage and segments.
 ``GET /health``  ``{"status": "ok", "judge": ...}`` when the judge passes its check (a
@@ -53,8 +57,9 @@ from collections.abc import Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from .adapters.common import UnscoredPolicy
+from .adapters.common import UnscoredPolicy, fill_unscored, judge_silence
 from .adapters.openrlhf import openrlhf_answer, openrlhf_batch
+from .adapters.slime import slime_answer, slime_rollout
 from .errors import ConfigError, ExpRLError, InputError, JudgeUnavailable
 from .httpd import BoundedHTTPServer, ClientError, Route, make_handler
 from .judges.health import check_judge, describe_judge
@@ -185,14 +190,14 @@ class RewardServer:
 
     def _judged(self, results: Sequence[Any], skipped: int = 0) -> None:
         """Log every sample the judge never answered; a 503 when none was answered."""
-        failed = [r for r in results if r.backend_failed]
-        for r in failed:
-            _log.warning("judge backend failure, sample %s: %s", r.id, r.reason)
-        if failed and len(failed) == len(results):
+        for r in results:
+            if r.backend_failed:
+                _log.warning("judge backend failure, sample %s: %s", r.id, r.reason)
+        if silent := judge_silence(results):
             raise ClientError(
                 503,
                 f"the {describe_judge(self.pipeline.judge)} answered none of the"
-                f" {len(results)} samples it was asked ({failed[0].reason}); no rewards."
+                f" {len(silent)} samples it was asked ({silent[0].reason}); no rewards."
                 " Check the judge server",
             )
 
@@ -207,6 +212,21 @@ class RewardServer:
         results = self._score(batch.rollouts).results if batch.rollouts else ()
         self._judged(results)
         return openrlhf_answer(batch, results, self.unscored, self.neutral)
+
+    def slime(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /slime`` (see :mod:`exprl_rewards.adapters.slime`)."""
+        missing = [k for k in ("prompt", "response", "label") if k not in body]
+        if missing:
+            raise ClientError(400, f"field {missing[0]!r} is missing; slime posts prompt, "
+                              "response and label")  # fmt: skip
+        try:
+            rollout = slime_rollout(body["prompt"], body["response"], body["label"])
+        except InputError as e:
+            raise ClientError(400, str(e)) from None
+        (result,) = self._score([rollout]).results
+        self._judged([result])
+        (value,) = fill_unscored([result], self.unscored, self.neutral)
+        return slime_answer(value, result)
 
     def native(self, body: dict[str, Any]) -> dict[str, Any]:
         items = body.get("rollouts")
@@ -253,7 +273,7 @@ class RewardServer:
 
     def routes(self) -> dict[str, Route]:
         """POST paths and the functions that answer them."""
-        return {"/get_reward": self.openrlhf, "/score": self.native}
+        return {"/get_reward": self.openrlhf, "/slime": self.slime, "/score": self.native}
 
     def health(self) -> dict[str, Any]:
         """``GET /health``: ok only while the judge passes its check (re-run at most
@@ -395,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 3
     log = getattr(server.pipeline.judge, "engine_log", None)
     print(
-        f"exprl-rewards: serving on {server.url} (POST /get_reward, /score; GET /health)"
+        f"exprl-rewards: serving on {server.url} (POST /get_reward, /slime, /score; GET /health)"
         + (f"; engine log: {log}" if log is not None else ""),
         file=sys.stderr,
         flush=True,

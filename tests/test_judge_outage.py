@@ -22,6 +22,7 @@ from fault_server import FaultServer
 
 from exprl_rewards.cli.audit import main as audit_main
 from exprl_rewards.cli.score import main
+from exprl_rewards.guards import get_guards
 from exprl_rewards.judges.health import check_judge_sync
 from exprl_rewards.judges.openai import OpenAIJudge
 from exprl_rewards.local_model import VLLMServer
@@ -249,6 +250,18 @@ def test_the_reward_server_reports_a_dead_judge_and_never_answers_neutral_values
     assert sum("judge backend failure" in r.getMessage() for r in caplog.records) >= 3
 
 
+def test_a_dead_judge_behind_a_content_gate_is_still_a_503() -> None:
+    """A sample the gate settles without asking the judge is no answer from it."""
+    judge = OpenAIJudge("judge", base_url=dead_url(), max_attempts=1)
+    pipeline = RewardPipeline(judge, mode="outcome", guards=get_guards("content-gate"))
+    body = {"query": ["Q\nA: 2", "Q\nSolution:"], "prompts": ["Q\n"] * 2,
+            "labels": ["2", "2"]}  # fmt: skip
+    with RewardServer(pipeline, port=0) as rs:
+        status, answer = get(rs.url + "/get_reward", body)
+    assert status == 503
+    assert "answered none of the 1 samples" in answer["error"]
+
+
 def test_the_reward_server_flags_samples_the_judge_did_not_answer(server: FaultServer) -> None:
     judge = OpenAIJudge("marks", base_url=server.url, max_attempts=1)
     body = {"query": ["Q\nA [[score 5]]", "Q\nA FAULT:500 x"], "prompts": ["Q\n"] * 2,
@@ -304,3 +317,25 @@ def test_serve_refuses_a_non_finite_unscored_value(
         serve_main(["--unscored", value])
     assert e.value.code == 2
     assert "--unscored" in capsys.readouterr().err
+
+
+def test_every_trainer_adapter_stops_on_a_dead_judge() -> None:
+    """TRL, verl (batch, streaming and token rewards): a judge that answered nothing is
+    an error, never a list of None or neutral fills that a trainer would train on."""
+    import asyncio
+
+    from exprl_rewards.adapters import TRLReward, VerlReward
+    from exprl_rewards.errors import JudgeUnavailable
+
+    judge = OpenAIJudge("judge", base_url=dead_url(), max_attempts=1)
+    pipeline = RewardPipeline(judge, mode="outcome")
+    prompts, completions = ["1+1?", "1+1?"], ["2", "3"]
+    with pytest.raises(JudgeUnavailable, match=r"none of 2 sample\(s\) from TRL"):
+        TRLReward(pipeline)(prompts, completions, solution=["2", "2"])
+    reward = VerlReward(pipeline)
+    with pytest.raises(JudgeUnavailable, match=r"none of 2 sample\(s\) from verl"):
+        reward.score_batch(completions, ["2", "2"])
+    with pytest.raises(JudgeUnavailable, match="none of 1 sample"):
+        asyncio.run(reward.score_one("2", "2", {"question": "1+1?"}))
+    with pytest.raises(JudgeUnavailable, match=r"none of 2 sample\(s\) from verl"):
+        reward.token_level_rewards(completions, [[(0, 1)], [(0, 1)]], 4, ["2", "2"])

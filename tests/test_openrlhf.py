@@ -183,7 +183,7 @@ def test_the_in_process_reward_func_micro_batches_concurrent_samples(
 ) -> None:
     """--reward.remote_url exprl_openrlhf_reward.py: OpenRLHF calls reward_func once per
     sample in threads; the samples meet in one judge batch and get the server's numbers."""
-    from exprl_rewards.adapters.verl_config import shared_reward
+    from exprl_rewards.adapters.environ import environment_reward
 
     monkeypatch.setenv("EXPRL_JUDGE_BASE_URL", fault.url)
     monkeypatch.setenv("EXPRL_JUDGE_MODEL", "marks")
@@ -195,7 +195,7 @@ def test_the_in_process_reward_func_micro_batches_concurrent_samples(
     assert [o["reward"] for o, _ in got] == [[1.0], [0.25], [0.5], [0.0]]
     assert [e.info["exprl_unscored"].item() for _, e in got] == [0.0, 0.0, 1.0, 0.0]
     assert [e.info["exprl_guard_content_gate"].item() for _, e in got] == [0.0, 0.0, 0.0, 1.0]
-    reward = shared_reward({"mode": "outcome", "guards": "content-gate", "top_logprobs": None})
+    reward = environment_reward()
     assert reward.flushes == 1  # three judged samples from three threads, one batch
 
 

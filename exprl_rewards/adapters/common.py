@@ -11,17 +11,19 @@ sample (verl, OpenRLHF) get a *neutral* one, and a flag that says it was filled 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, JudgeUnavailable
 from ..pipeline import RolloutResult
 
-__all__ = ["UnscoredPolicy", "fill_unscored"]
+__all__ = ["UnscoredPolicy", "check_answered", "fill_unscored", "judge_silence"]
 
 UnscoredPolicy = Literal["group-mean"] | float
+log = logging.getLogger("exprl_rewards")
 
 
 def fill_unscored(
@@ -61,3 +63,35 @@ def fill_unscored(
         r.score if r.score is not None else float(np.mean(by_group.get(r.group_id) or [neutral]))
         for r in results
     ]
+
+
+def judge_silence(results: Sequence[RolloutResult]) -> tuple[RolloutResult, ...]:
+    """The rollouts the judge never answered, when it answered *none* of those it was
+    asked (a dead judge), else ``()``. Rollouts settled without a request (a guard's 0,
+    an empty reference) do not count as answers: a dead judge behind a content gate is
+    still dead.
+
+    >>> judge_silence([])
+    ()
+    """
+    asked = [r for r in results if r.judgements]
+    failed = tuple(r for r in asked if r.backend_failed)
+    return failed if asked and len(failed) == len(asked) else ()
+
+
+def check_answered(results: Sequence[RolloutResult], trainer: str = "") -> None:
+    """Log every rollout the judge never answered; raise when it answered none of those
+    it was asked, so the trainer stops instead of training on filled-in values.
+
+    Raises:
+        JudgeUnavailable: naming the judge's error and where to look.
+    """
+    where = f" from {trainer}" if trainer else ""
+    for r in results:
+        if r.backend_failed:
+            log.error("the judge never answered a sample%s: %s", where, r.reason)
+    if silent := judge_silence(results):
+        raise JudgeUnavailable(
+            f"the judge answered none of {len(silent)} sample(s){where}: {silent[0].reason};"
+            " check the judge's URL (EXPRL_JUDGE_BASE_URL) and its server"
+        )

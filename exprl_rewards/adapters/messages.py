@@ -26,7 +26,7 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["ends_in_tool_call", "render_messages"]
+__all__ = ["ends_in_tool_call", "prompt_question", "render_messages"]
 
 
 def _content(content: Any, where: str) -> str:
@@ -119,3 +119,20 @@ def ends_in_tool_call(completion: str | Sequence[Mapping[str, Any]]) -> bool:
         and bool(last.get("tool_calls"))
         and not _content(last.get("content"), "").strip()
     )
+
+
+def prompt_question(prompt: Any, where: str = "prompt") -> str:
+    """The question in a prompt: the prompt itself when it is text, else the content of
+    the last user message of a conversation (text parts joined).
+
+    >>> prompt_question([{"role": "system", "content": "Be brief."},
+    ...                  {"role": "user", "content": [{"type": "text", "text": "2+2?"}]}])
+    '2+2?'
+    """
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, Sequence):
+        users = [m for m in prompt if isinstance(m, Mapping) and m.get("role") == "user"]
+        if users:
+            return _content(users[-1].get("content"), where)
+    raise InputError(f"{where}: cannot find the question in the prompt {prompt!r:.80}")

@@ -36,7 +36,7 @@ from ..rollout import Rollout
 from .chat_text import clean_response, question_from_prompt
 from .common import UnscoredPolicy, fill_unscored
 
-__all__ = ["OpenRLHFBatch", "openrlhf_answer", "openrlhf_batch"]
+__all__ = ["OpenRLHFBatch", "openrlhf_answer", "openrlhf_batch", "read_label"]
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def _finite(value: Any, i: int) -> str:
     return str(value)
 
 
-def _label(label: Any, i: int) -> tuple[str, str | None]:
+def read_label(label: Any, i: int) -> tuple[str, str | None]:
     """``(reference, question or None)`` from one label."""
     if isinstance(label, str) and label.lstrip().startswith("{"):
         try:
@@ -108,7 +108,7 @@ def openrlhf_batch(body: dict[str, Any]) -> OpenRLHFBatch:
         raise InputError(f"field 'labels' must be a list of {len(queries)} labels")
     rollouts, skipped, matched = [], {}, []
     for i, (query, prompt, label) in enumerate(zip(queries, prompts, labels, strict=True)):
-        reference, question = _label(label, i)
+        reference, question = read_label(label, i)
         prefix = bool(prompt) and query.startswith(prompt)
         matched.append(prefix)
         if not reference.strip():

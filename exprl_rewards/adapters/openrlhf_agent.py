@@ -13,7 +13,7 @@ generated action, ``step(states)``, summing the ``rewards`` tensors it returns u
   against the label's reference (labels as the reward server reads them); earlier steps
   are rewarded 0, so the episode's total is the judge's reward;
 - the judge comes from the environment, as for the in-process ``reward_func``
-  (:mod:`.openrlhf_func`); the answer's numbers and flags (``exprl_unscored``...) are the
+  (:mod:`.environ`); the answer's numbers and flags (``exprl_unscored``...) are the
   server's, in ``extra_logs``; a judge that did not answer raises, so the rollout fails
   loudly instead of training on a made-up reward.
 
@@ -36,8 +36,8 @@ import torch
 from openrlhf.utils.agent import AgentInstanceBase
 
 from ..errors import JudgeUnavailable
+from .environ import environment_reward
 from .openrlhf import openrlhf_answer, openrlhf_batch
-from .openrlhf_func import environment_reward
 
 __all__ = ["JudgedAgentInstance"]
 

@@ -10,9 +10,7 @@ re-exports :func:`reward_func` is all it needs::
 
 - **The judge** comes from the environment (OpenRLHF passes no options):
   ``EXPRL_JUDGE_BASE_URL`` (comma-separated replicas, used in turn),
-  ``EXPRL_JUDGE_MODEL``, ``EXPRL_JUDGE_MODE`` (default ``outcome``),
-  ``EXPRL_JUDGE_TEMPLATE``, ``EXPRL_GUARDS`` (default ``content-gate,neutraliser``),
-  ``EXPRL_JUDGE_TOP_LOGPROBS`` (default 20; 0 reads the written digit only).
+  ``EXPRL_JUDGE_MODEL`` and the others in :mod:`.environ`.
 - **One judge per process**: every call goes to one background event loop, where the
   calls that arrive together are micro-batched into one pipeline batch (the same
   micro-batcher as the verl adapter's): one concurrency budget, one connection pool,
@@ -28,52 +26,14 @@ re-exports :func:`reward_func` is all it needs::
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
-import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import JudgeUnavailable
+from .common import check_answered
+from .environ import ENVIRONMENT, background_loop, environment_reward
 from .openrlhf import openrlhf_answer, openrlhf_batch
-from .verl_config import shared_reward
-from .verl_reward import VerlReward
 
 __all__ = ["ENVIRONMENT", "environment_reward", "reward_func"]
-
-log = logging.getLogger("exprl_rewards")
-# The environment variables read, and the reward_kwargs-style option each sets.
-ENVIRONMENT = {
-    "EXPRL_JUDGE_MODE": "mode",
-    "EXPRL_JUDGE_TEMPLATE": "template",
-    "EXPRL_GUARDS": "guards",
-}
-_lock = threading.Lock()
-_loop: asyncio.AbstractEventLoop | None = None
-
-
-def _background_loop() -> asyncio.AbstractEventLoop:
-    """The one event loop of this process's judge, on a daemon thread."""
-    global _loop
-    with _lock:
-        if _loop is None or _loop.is_closed():
-            _loop = asyncio.new_event_loop()
-            threading.Thread(target=_loop.run_forever, name="exprl-judge", daemon=True).start()
-        return _loop
-
-
-def environment_reward() -> VerlReward:
-    """The shared reward of this process, configured from the environment (see above)."""
-    options: dict[str, Any] = {"mode": "outcome"}
-    options.update(
-        {key: os.environ[var] for var, key in ENVIRONMENT.items() if os.environ.get(var)}
-    )
-    if top := os.environ.get("EXPRL_JUDGE_TOP_LOGPROBS"):
-        options["top_logprobs"] = int(top) or None
-    urls = os.environ.get("EXPRL_JUDGE_BASE_URL", "")
-    if "," in urls:
-        options["base_url"] = [u.strip() for u in urls.split(",") if u.strip()]
-    return shared_reward(options)
 
 
 def reward_func(
@@ -83,15 +43,8 @@ def reward_func(
     batch = openrlhf_batch({"query": list(queries), "prompts": list(prompts),
                             "labels": list(labels)})  # fmt: skip
     reward = environment_reward()
-    loop = _background_loop()
+    loop = background_loop()
     pending = [asyncio.run_coroutine_threadsafe(reward.result_one(r), loop) for r in batch.rollouts]
     results = [future.result()[1] for future in pending]
-    failed = [r for r in results if r.backend_failed]
-    for r in failed:
-        log.error("the judge never answered an OpenRLHF sample: %s", r.reason)
-    if results and len(failed) == len(results):
-        raise JudgeUnavailable(
-            f"the judge answered none of {len(results)} sample(s): {failed[0].reason}; "
-            "check EXPRL_JUDGE_BASE_URL and the judge server"
-        )
+    check_answered(results, "OpenRLHF")
     return openrlhf_answer(batch, results, reward.unscored, reward.neutral)

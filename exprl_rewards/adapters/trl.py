@@ -60,24 +60,13 @@ from ..canaries import Canaries, HackAlarm, Watch
 from ..errors import ConfigError, InputError
 from ..pipeline import BatchResult, RewardPipeline, RolloutResult
 from ..rollout import Rollout
-from .common import UnscoredPolicy, fill_unscored
-from .messages import ends_in_tool_call, render_messages
+from .common import UnscoredPolicy, check_answered, fill_unscored
+from .messages import ends_in_tool_call, prompt_question, render_messages
 
 __all__ = ["AsyncTRLReward", "TRLReward"]
 
 ToolCallEnd = Literal["grade", "unscored"]
 TOOL_CALL_END = "ends in a tool call with no answer after it"
-
-
-def _question(prompt: Any, where: str) -> str:
-    """The prompt's text: a string, or the last user message of a conversation."""
-    if isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, Sequence):
-        users = [m for m in prompt if isinstance(m, Mapping) and m.get("role") == "user"]
-        if users and isinstance(users[-1].get("content"), str):
-            return str(users[-1]["content"])
-    raise InputError(f"{where}: cannot find the question in the prompt {prompt!r:.80}")
 
 
 def _group(prompt: Any) -> str:
@@ -157,7 +146,9 @@ class _TRLBase:
             where = f"completion {i}"
             if i in self.skipped(completions):
                 continue
-            question = str(questions[i]) if questions is not None else _question(prompt, where)
+            question = (
+                str(questions[i]) if questions is not None else prompt_question(prompt, where)
+            )
             reference = references[i]
             if not isinstance(reference, str):
                 raise InputError(f"{where}: column {self.reference_column!r} is not a string")
@@ -190,6 +181,7 @@ class _TRLBase:
     ) -> list[float | None]:
         """The rewards in completion order, logged where TRL offers ``log_metric`` and
         ``log_extra``."""
+        check_answered(batch.results, "TRL")
         skipped = self.skipped(completions)
         judged = iter(batch.results)
         results = [

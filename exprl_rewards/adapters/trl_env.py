@@ -32,6 +32,8 @@ from typing import Any, ClassVar
 from ..errors import ConfigError, InputError
 from ..pipeline import RewardPipeline
 from ..rollout import Rollout
+from .common import check_answered
+from .messages import prompt_question
 
 __all__ = ["JudgedEnvironment"]
 
@@ -39,13 +41,7 @@ __all__ = ["JudgedEnvironment"]
 def _question(example: Mapping[str, Any], column: str | None) -> str:
     if column is not None:
         return str(example[column])
-    prompt = example.get("prompt")
-    if isinstance(prompt, str):
-        return prompt
-    users = [m for m in prompt or [] if isinstance(m, Mapping) and m.get("role") == "user"]
-    if users and isinstance(users[-1].get("content"), str):
-        return str(users[-1]["content"])
-    raise InputError(f"cannot find the question in the example's prompt {prompt!r:.80}")
+    return prompt_question(example.get("prompt"), "the example's prompt")
 
 
 class JudgedEnvironment:
@@ -107,6 +103,7 @@ class JudgedEnvironment:
             if cls.pipeline is None:
                 raise ConfigError(f"{cls.__name__}.pipeline is not set")
             results = (await cls.pipeline.score(rollouts)).results
+            check_answered(results, "TRL")
             cls._judged_batches += 1
             for e, r in zip(batch, results, strict=True):
                 e._verdict = (r.score,)

@@ -20,7 +20,7 @@ from ..errors import InputError
 from ..judges.base import run_sync
 from ..pipeline import BatchResult, RewardPipeline, RolloutResult
 from ..rollout import Rollout
-from .common import UnscoredPolicy, fill_unscored
+from .common import UnscoredPolicy, check_answered, fill_unscored
 from .verl_groups import GroupFill
 
 __all__ = ["HACK_KEYS", "VerlReward"]
@@ -140,6 +140,7 @@ class VerlReward:
         try:
             scored, hack = await self._score(rollouts)
             results = scored.results
+            check_answered(results)  # shared by verl, OpenRLHF's reward file and slime
         except Exception as e:  # a bad batch fails its own calls, never the loop
             for _, future in batch:
                 if not future.done():
@@ -195,6 +196,7 @@ class VerlReward:
         extras = list(extra_infos) if extra_infos is not None else [None] * len(solution_strs)
         rollouts = self.rollouts(solution_strs, ground_truths, extras)
         batch, hack = run_sync(lambda: self._score(rollouts))
+        check_answered(batch.results, "verl")
         filled = fill_unscored(batch.results, self.unscored, self.neutral)
         return [self._row(v, r, hack) for v, r in zip(filled, batch.results, strict=True)]
 
@@ -229,6 +231,7 @@ class VerlReward:
         extras = list(extra_infos) if extra_infos is not None else [None] * len(solution_strs)
         rollouts = self.rollouts(solution_strs, ground_truths, extras, offsets)
         batch = self.pipeline.score_sync(rollouts)
+        check_answered(batch.results, "verl")
         matrix = np.zeros((len(rollouts), response_length), dtype=np.float32)
         for row, r in enumerate(batch.results):
             if r.score is None:
