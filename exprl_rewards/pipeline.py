@@ -9,7 +9,8 @@ is the released ExpRL setting:
 argument                default (released ExpRL)            alternatives
 ======================  ==================================  ==========================
 ``mode``                ``"process-segment"``               ``"outcome"``,
-                                                            ``"process-prefix"``
+                                                            ``"process-prefix"``,
+                                                            ``"process-growing"``
 ``template``            ``mode``'s reasoning template,      ``"<mode>-score-only"``
                         1-5 scale, "Score: N"               (logprob scoring), a file
 ``slicer``              ``"exprl"`` (``###``)               any preset or Slicer
@@ -36,6 +37,7 @@ their scores for inspection.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -47,13 +49,14 @@ import numpy as np
 from .advantages import outcome_advantages, process_advantages
 from .calibration import Calibrator, LinearCalibrator, probs_matrix
 from .errors import ConfigError, InputError
+from .growing import judge_in_turns
 from .guards import ContentGate, Guard, GuardHit, NeutralisedText, Neutraliser
 from .judges.base import DEFAULT_MIN_MASS, Judge, JudgeRequest, run_sync
 from .results import BatchResult, RolloutResult, SegmentResult, rollout_result
 from .rollout import Rollout, Segment
 from .score_guards import SecondLook, apply_score_guards
 from .slicers import Slicer, get_slicer
-from .templates import JudgeTemplate, Mode, Order, get_template
+from .templates import PREFIX_MODES, JudgeTemplate, Mode, Order, get_template
 
 __all__ = ["BatchResult", "RewardPipeline", "RolloutResult", "SegmentResult"]
 
@@ -77,7 +80,9 @@ class RewardPipeline:
 
     Args:
         judge: any :class:`~exprl_rewards.judges.base.Judge`.
-        mode: ``"outcome"``, ``"process-segment"`` (released) or ``"process-prefix"``.
+        mode: ``"outcome"``, ``"process-segment"`` (released), ``"process-prefix"`` or
+            ``"process-growing"`` (prefix scores from one growing conversation per
+            rollout: :mod:`exprl_rewards.growing`).
         template: a :class:`JudgeTemplate` or a built-in name; default: the mode's
             reasoning template.
         slicer: a :class:`~exprl_rewards.slicers.Slicer` or a preset name (process modes).
@@ -144,7 +149,7 @@ class RewardPipeline:
         self.calibrator = calibrator or LinearCalibrator()
         self.outcome_estimator, self.process_estimator = outcome_estimator, process_estimator
         self.estimator_options = dict(estimator_options or {})
-        self.reduce: Reduce = reduce or ("last" if mode == "process-prefix" else "mean")
+        self.reduce: Reduce = reduce or ("last" if mode in PREFIX_MODES else "mean")
         if self.reduce not in get_args(Reduce):
             raise ConfigError(
                 f"reduce must be one of {', '.join(get_args(Reduce))}, got {self.reduce!r}"
@@ -228,15 +233,20 @@ class RewardPipeline:
                     step_index=s.index + 1,
                     num_steps=len(segments),
                 )
-            out.append(
-                JudgeRequest.from_template(
-                    self.template,
-                    key=f"{rollout.id}#{s.index}",
-                    prefill=self.prefill,
-                    min_mass=self.min_mass,
-                    **variables,
-                )
+            request = JudgeRequest.from_template(
+                self.template,
+                key=f"{rollout.id}#{s.index}",
+                prefill=self.prefill,
+                min_mass=self.min_mass,
+                **variables,
             )
+            if self.mode == "process-growing" and s.index > 0:  # a turn of the conversation
+                turn = self.template.turn(
+                    step=variables["step"], response=base["response"],
+                    step_index=s.index + 1, num_steps=len(segments),
+                )  # fmt: skip
+                request = replace(request, messages=(turn,))
+            out.append(request)
         return out
 
     def score_sync(self, rollouts: Sequence[Rollout]) -> BatchResult:
@@ -284,7 +294,14 @@ class RewardPipeline:
                 views.append(None)
         second = self._second_requests(rollouts, plans, views)
         every = requests + [q for qs in second.values() for q in qs]
-        judgements = await self.judge.judge(every) if every else []
+        if self.mode == "process-growing":  # one conversation per rollout (and look)
+            sizes = [len(seg) for seg, _, skip in plans if skip is None]
+            sizes += [len(qs) for qs in second.values()]
+            starts = np.cumsum([0, *sizes]).tolist()
+            chains = [every[a:b] for a, b in itertools.pairwise(starts)]
+            judgements = await judge_in_turns(self.judge, chains)
+        else:
+            judgements = await self.judge.judge(every) if every else []
         if len(judgements) != len(every):
             raise RuntimeError(
                 f"judge returned {len(judgements)} judgements for {len(every)} requests"

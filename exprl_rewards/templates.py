@@ -39,6 +39,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from .errors import ConfigError, InputError
 
 __all__ = [
+    "MODES",
+    "PREFIX_MODES",
     "TEMPLATES",
     "ChatMessage",
     "JudgeTemplate",
@@ -48,9 +50,11 @@ __all__ = [
     "prompts_dir",
 ]
 
-Mode = Literal["outcome", "process-segment", "process-prefix"]
+Mode = Literal["outcome", "process-segment", "process-prefix", "process-growing"]
 Order = Literal["cache", "released"]
-MODES: tuple[Mode, ...] = ("outcome", "process-segment", "process-prefix")
+MODES: tuple[Mode, ...] = ("outcome", "process-segment", "process-prefix", "process-growing")
+# modes whose step score is the progress of the rollout so far (the last one is the whole's)
+PREFIX_MODES: tuple[Mode, ...] = ("process-prefix", "process-growing")
 
 
 class ChatMessage(TypedDict):
@@ -99,7 +103,7 @@ class JudgeTemplate:
             ``"system"``, ``"user"`` and ``"prefill"``; usually it extends
             ``"_base.jinja"`` and fills its blocks. A template that ignores ``part``
             gives a single user message.
-        mode: ``"outcome"``, ``"process-segment"`` or ``"process-prefix"``.
+        mode: one of :data:`MODES`.
         name: a label for logs; built-ins use their registry name.
         low, high: the integer score scale the template asks for (1-5 as released).
         score_only: True when the judge is told to answer with the score alone (for
@@ -181,6 +185,23 @@ class JudgeTemplate:
         messages.append({"role": "user", "content": user})
         return messages
 
+    def turn(self, *, step: str, response: str, step_index: int, num_steps: int) -> ChatMessage:
+        """process-growing: the user turn that adds step ``step_index`` to the judge's
+        conversation (the template's ``part == "turn"``)."""
+        for name, value in (("step", step), ("response", response)):
+            if not isinstance(value, str):
+                raise InputError(
+                    f"template variable {name!r} must be a str, got {type(value).__name__}"
+                )
+        empty = dict.fromkeys(("question", "reference", "previous"), "")
+        context = {**empty, "step": step, "response": response, "step_index": step_index,
+                   "num_steps": num_steps, "order": "cache"}  # fmt: skip
+        try:
+            text = self._template().render(context, part="turn").strip()
+        except jinja2.TemplateError as e:
+            raise ConfigError(f"template {self.name!r} failed to render a turn: {e}") from e
+        return {"role": "user", "content": text}
+
     def prefill(self) -> str:
         """The text that starts the judge's answer (``"Score: "`` for score-only), or ``""``."""
         empty = dict.fromkeys(("question", "reference", "response", "step", "previous"), "")
@@ -204,6 +225,9 @@ TEMPLATES: dict[str, tuple[str, Mode, bool]] = {
     "science-outcome-score-only": ("science_outcome_score_only.jinja", "outcome", True),
     "proof-prefix": ("proof_prefix.jinja", "process-prefix", False),
     "proof-prefix-score-only": ("proof_prefix_score_only.jinja", "process-prefix", True),
+    # one conversation per rollout, a step a turn: score-only by design
+    "process-growing": ("process_growing_score_only.jinja", "process-growing", True),
+    "process-growing-score-only": ("process_growing_score_only.jinja", "process-growing", True),
 }
 
 
