@@ -8,9 +8,9 @@ the prefill. With prefix caching every request reuses everything before its new 
 the rollout is prefilled about once, plus a turn's few tokens and the part of a KV block
 the cache cannot reuse, per step.
 
-- Requests of one rollout go in order; those of different rollouts go together, a round
-  (step number) at a time, so a batch-oriented judge (the in-process vLLM engine) gets
-  whole batches.
+- Requests of one rollout go in order. Those of different rollouts go concurrently, each
+  conversation at its own pace, or, for a judge that works in whole batches (the
+  in-process vLLM engine: ``batches = True``), a round (step number) at a time.
 - A request carries the earlier answers, so its cache key does too: a changed earlier
   score is another conversation.
 - A step the judge gave no score ends its rollout's conversation: the rollout is
@@ -19,6 +19,7 @@ the cache cannot reuse, per step.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Sequence
 
@@ -51,7 +52,31 @@ def _unjudged(request: JudgeRequest) -> Judgement:
 
 
 async def judge_in_turns(judge: Judge, chains: Sequence[Sequence[JudgeRequest]]) -> list[Judgement]:
-    """Judge every conversation, a round per step; the judgements in chain order."""
+    """Judge every conversation; the judgements in chain order, one per request."""
+    if getattr(judge, "batches", False):
+        answers = await _in_rounds(judge, chains)
+    else:
+        answers = list(await asyncio.gather(*(_alone(judge, chain) for chain in chains)))
+    out: list[Judgement] = []
+    for chain, got in zip(chains, answers, strict=True):
+        out.extend(got)
+        out.extend(_unjudged(request) for request in chain[len(got) :])
+    return out
+
+
+async def _alone(judge: Judge, chain: Sequence[JudgeRequest]) -> list[Judgement]:
+    answers: list[Judgement] = []
+    for k in range(len(chain)):
+        (judgement,) = await judge.judge([conversation(chain, answers, k)])
+        answers.append(judgement)
+        if judgement.score is None:
+            break
+    return answers
+
+
+async def _in_rounds(
+    judge: Judge, chains: Sequence[Sequence[JudgeRequest]]
+) -> list[list[Judgement]]:
     answers: list[list[Judgement]] = [[] for _ in chains]
     for k in range(max((len(c) for c in chains), default=0)):
         live = [i for i, c in enumerate(chains)
@@ -61,8 +86,4 @@ async def judge_in_turns(judge: Judge, chains: Sequence[Sequence[JudgeRequest]])
         judged = await judge.judge([conversation(chains[i], answers[i], k) for i in live])
         for i, judgement in zip(live, judged, strict=True):
             answers[i].append(judgement)
-    out: list[Judgement] = []
-    for chain, got in zip(chains, answers, strict=True):
-        out.extend(got)
-        out.extend(_unjudged(request) for request in chain[len(got) :])
-    return out
+    return answers

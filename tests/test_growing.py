@@ -136,3 +136,34 @@ def test_the_judge_receives_each_request_as_a_prefix_of_the_next(
     ids = [list(p["input_ids"] if isinstance(p, dict) else p) for p in prompts]
     for earlier, later in itertools.pairwise(ids):
         assert later[: len(earlier)] == earlier
+
+
+def test_a_batch_judge_gets_one_round_per_step() -> None:
+    """An in-process engine (``batches = True``) is asked a round at a time: every live
+    conversation's next request in one batch; a conversation whose step had no score
+    drops out of later rounds."""
+    import asyncio
+
+    from exprl_rewards.growing import judge_in_turns
+    from exprl_rewards.judges.base import JudgeRequest
+
+    class Rounds:
+        batches = True
+
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        async def judge(self, requests: Any) -> list[Judgement]:
+            self.sizes.append(len(requests))
+            return [Judgement(None if "none" in r.key else 4.0, None, text="4", key=r.key)
+                    for r in requests]  # fmt: skip
+
+    def chain(name: str, n: int) -> list[JudgeRequest]:
+        message = {"role": "user", "content": name}
+        return [JudgeRequest(messages=(message,), key=f"{name}#{k}") for k in range(n)]  # type: ignore[arg-type]
+
+    judge = Rounds()
+    out = asyncio.run(judge_in_turns(judge, [chain("a", 3), chain("b", 1), chain("none", 3)]))
+    assert judge.sizes == [3, 1, 1]
+    assert [j.key for j in out] == ["a#0", "a#1", "a#2", "b#0", "none#0", "none#1", "none#2"]
+    assert [j.reason for j in out[-2:]] == [UNJUDGED, UNJUDGED]

@@ -48,7 +48,7 @@ class ExpRLJudgeConfig(JudgeConfig):  # type: ignore[misc]
 
     id: str = PLUGIN_ID
     model: str = "judge"
-    mode: Literal["outcome", "process-segment", "process-prefix"] = "outcome"
+    mode: Literal["outcome", "process-segment", "process-prefix", "process-growing"] = "outcome"
     template: str | None = None
     """A built-in template name or a file; default: the mode's score-only form."""
     reference_field: str = "answer"

@@ -28,6 +28,7 @@ from ..errors import ConfigError
 from ..fitting import fit_calibrator
 from ..judges.health import is_backend_failure
 from ..pipeline import RewardPipeline, RolloutResult
+from ..templates import PREFIX_MODES
 from .datasets import Labelled
 
 __all__ = ["INJECTIONS", "AuditOptions", "Sample", "audit", "samples_of", "split_of"]
@@ -89,7 +90,7 @@ def split_of(group: str, *, seed: int, fit_fraction: float) -> str:
 def _step_label(mode: str, step: int, first_error: int) -> float:
     if first_error < 0 or step < first_error:
         return 1.0
-    if mode == "process-prefix" or step == first_error:
+    if mode in PREFIX_MODES or step == first_error:
         return 0.0
     return math.nan
 
@@ -116,7 +117,7 @@ def samples_of(
                 if item.first_error is None:
                     raise ConfigError(f"{item.rollout.id}: process audits need step labels")
                 label = _step_label(mode, k, item.first_error)
-                length = seg.end if mode == "process-prefix" else seg.end - seg.start
+                length = seg.end if mode in PREFIX_MODES else seg.end - seg.start
                 step = k
             out.append(
                 Sample(

@@ -65,6 +65,7 @@ class VLLMJudge:
     """
 
     backend = "vllm"
+    batches = True  # works in whole batches: conversations go a round at a time
 
     def __init__(
         self,

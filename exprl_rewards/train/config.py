@@ -98,7 +98,7 @@ class JudgeConfig(_Section):
 
     base_url: list[str] = Field(default_factory=list)
     model: str = "embedded"
-    mode: Literal["outcome", "process-segment", "process-prefix"] = "outcome"
+    mode: Literal["outcome", "process-segment", "process-prefix", "process-growing"] = "outcome"
     template: str | None = Field(None, description="default: the mode's score-only form")
     slicer: str = "newline"
     estimator: str | None = Field(None, description="process advantage; default: delta")
