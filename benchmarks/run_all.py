@@ -40,6 +40,10 @@ WITH_JUDGE = [
         "Process scoring's levers on the main job, side by side with the settings before",
         ["process_levers.py"],
     ),
+    (
+        "Process modes side by side: cost against outcome, agreement with process-prefix",
+        ["process_modes.py"],
+    ),
     ("Growth with steps per rollout and with rollout length", ["growth.py"]),
     (
         "Library overhead vs a bare openai loop, and the cache",
