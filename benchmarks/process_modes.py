@@ -2,7 +2,8 @@
 its step scores agree with process-prefix's. One server, one run, modes interleaved.
 
 Two sets, graded with the shipped score-only templates, scores constrained to one digit
-(as the embedded judge grades), cache order, concurrency 16, KV block 32:
+(process-tagged: one digit per step), as the embedded judge grades, cache order,
+concurrency 16, KV block 32:
 
 - the main job: ``examples/rollouts.jsonl`` (36 rollouts, one step per line);
 - ProcessBench GSM8K (``data/step_labels/processbench``, the first ``--processbench``
@@ -43,7 +44,9 @@ from exprl_rewards.metrics import first_below, processbench, spearman
 from exprl_rewards.pipeline import BatchResult
 from exprl_rewards.templates import Mode
 
-MODES: tuple[Mode, ...] = ("outcome", "process-segment", "process-prefix", "process-growing")
+MODES: tuple[Mode, ...] = (
+    "outcome", "process-segment", "process-prefix", "process-growing", "process-tagged"
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,8 @@ def conversation(
 
 
 def _unjudged(request: JudgeRequest) -> Judgement:
-    return Judgement(None, UNJUDGED, key=request.key, low=request.low, high=request.high)
+    return Judgement(None, UNJUDGED, key=request.key, low=request.low, high=request.high,
+                     asked=False)  # fmt: skip
 
 
 async def judge_in_turns(judge: Judge, chains: Sequence[Sequence[JudgeRequest]]) -> list[Judgement]:

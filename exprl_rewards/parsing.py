@@ -51,6 +51,7 @@ __all__ = [
     "expected_score",
     "normalize_score",
     "parse_score",
+    "parse_step_scores",
     "prompt_fences",
     "score_distribution",
     "untrusted_score_lines",
@@ -213,6 +214,34 @@ def parse_score(
         return ParsedScore(None, f"parse: score {number} is not a whole number on the "
                                  f"{low}-{high} scale")  # fmt: skip
     return ParsedScore(value, None, match.start("num"), number)
+
+
+def parse_step_scores(
+    answer: str, count: int, *, low: int = 1, high: int = 5
+) -> tuple[tuple[tuple[int, int], ...], str | None]:
+    """The ``count`` scores of a one-request process answer (``process-tagged``): one
+    digit per step, in order, with nothing but spaces, commas or line breaks between
+    them. Returns ``((score, offset in answer), ...)`` and None, or ``()`` and why not.
+
+    >>> parse_step_scores("4435", 4)
+    (((4, 0), (4, 1), (3, 2), (5, 3)), None)
+    >>> parse_step_scores("Scores: 4 5", 2)
+    (((4, 8), (5, 10)), None)
+    >>> parse_step_scores("4, 4", 3)[1]
+    'parse: expected 3 scores, one digit per step; got 2 in "4, 4"'
+    """
+    label = re.match(r"\s*(?:scores?\s*:)?", answer, re.I)
+    at = label.end() if label else 0
+    digits = tuple((int(m.group()), at + m.start()) for m in re.finditer(r"\d", answer[at:]))
+    rest = re.sub(r"[\d\s,]", "", answer[at:])
+    if rest or len(digits) != count:
+        got = f"{len(digits)} digits and {rest[:20]!r}" if rest else str(len(digits))
+        why = f'expected {count} scores, one digit per step; got {got} in "{answer[:60]}"'
+        return (), f"parse: {why}"
+    outside = [d for d, _ in digits if not low <= d <= high]
+    if outside:
+        return (), f"parse: score {outside[0]} is outside the {low}-{high} scale"
+    return digits, None
 
 
 def score_distribution(

@@ -56,6 +56,7 @@ from .results import BatchResult, RolloutResult, SegmentResult, rollout_result
 from .rollout import Rollout, Segment
 from .score_guards import SecondLook, apply_score_guards
 from .slicers import Slicer, get_slicer
+from .tagged import expand, mark_steps, several
 from .templates import PREFIX_MODES, JudgeTemplate, Mode, Order, get_template
 
 __all__ = ["BatchResult", "RewardPipeline", "RolloutResult", "SegmentResult"]
@@ -223,6 +224,14 @@ class RewardPipeline:
         cut = (view or NeutralisedText(text)).slice
         base = {"question": rollout.question, "reference": rollout.reference,
                 "response": cut(graded, len(text))}  # fmt: skip
+        if self.mode == "process-tagged":  # every step in one request
+            steps = [cut(max(s.start, graded), s.end) for s in segments]
+            request = JudgeRequest.from_template(
+                self.template, key=f"{rollout.id}#all", prefill=self.prefill,
+                min_mass=self.min_mass, order=order or self.order, step=mark_steps(steps),
+                step_index=len(steps), num_steps=len(steps), **base,
+            )  # fmt: skip
+            return [several(request, len(steps))]
         out = []
         for s in segments:
             variables: dict[str, Any] = dict(base, order=order or self.order)
@@ -270,6 +279,7 @@ class RewardPipeline:
         # None (judged), "zero" (truncated: reward 0), or an unscored reason.
         plans: list[tuple[tuple[Segment, ...], int, str | None]] = []
         requests: list[JudgeRequest] = []
+        units = 0  # judgements before each rollout's first: one per segment judged
         hits: list[tuple[GuardHit, ...]] = []
         views: list[NeutralisedText | None] = []
         for r in rollouts:
@@ -286,8 +296,9 @@ class RewardPipeline:
             elif gated is not None:  # the scale's minimum, or unscored: never judged
                 segments = segments or (Segment(0, 0, len(r.response), r.response),)
                 skip = "zero" if self._gate_minimum() else f"guard: {gated.detail}"
-            plans.append((segments, len(requests), skip))
+            plans.append((segments, units, skip))
             if skip is None:
+                units += len(segments)
                 requests.extend(self.requests(r, segments, view))
                 views.append(view)
             else:
@@ -302,9 +313,11 @@ class RewardPipeline:
             judgements = await judge_in_turns(self.judge, chains)
         else:
             judgements = await self.judge.judge(every) if every else []
-        if len(judgements) != len(every):
+            judgements = expand(judgements, every)  # one per segment (process-tagged)
+        looked = sum(len(plans[i][0]) for i in second)
+        if len(judgements) != units + looked:
             raise RuntimeError(
-                f"judge returned {len(judgements)} judgements for {len(every)} requests"
+                f"judge returned {len(judgements)} judgements for {units + looked} segments"
             )
         raw = np.array(
             [np.nan if j.score is None else j.score for j in judgements], dtype=np.float64
@@ -314,11 +327,12 @@ class RewardPipeline:
         if any(j.probs is not None for j in judgements):
             probs = probs_matrix([j.probs for j in judgements], high - low + 1)
         calibrated = self.calibrator(raw, low=low, high=high, probs=probs) if raw.size else raw
-        looks, at = {}, len(requests)
-        for i, qs in second.items():
-            looks[i], at = calibrated[at : at + len(qs)].tolist(), at + len(qs)
-        extra = tuple(judgements[len(requests) :])
-        judgements, calibrated = judgements[: len(requests)], calibrated[: len(requests)]
+        looks, at = {}, units
+        for i in second:
+            k = len(plans[i][0])
+            looks[i], at = calibrated[at : at + k].tolist(), at + k
+        extra = tuple(judgements[units:])
+        judgements, calibrated = judgements[:units], calibrated[:units]
         rows: list[list[float]] = []
         seg_reasons: list[list[str | None]] = []
         for segments, first, skip in plans:

@@ -50,11 +50,13 @@ __all__ = [
     "prompts_dir",
 ]
 
-Mode = Literal["outcome", "process-segment", "process-prefix", "process-growing"]
+Mode = Literal["outcome", "process-segment", "process-prefix", "process-growing", "process-tagged"]
 Order = Literal["cache", "released"]
-MODES: tuple[Mode, ...] = ("outcome", "process-segment", "process-prefix", "process-growing")
+MODES: tuple[Mode, ...] = (
+    "outcome", "process-segment", "process-prefix", "process-growing", "process-tagged"
+)  # fmt: skip
 # modes whose step score is the progress of the rollout so far (the last one is the whole's)
-PREFIX_MODES: tuple[Mode, ...] = ("process-prefix", "process-growing")
+PREFIX_MODES: tuple[Mode, ...] = ("process-prefix", "process-growing", "process-tagged")
 
 
 class ChatMessage(TypedDict):
@@ -228,6 +230,9 @@ TEMPLATES: dict[str, tuple[str, Mode, bool]] = {
     # one conversation per rollout, a step a turn: score-only by design
     "process-growing": ("process_growing_score_only.jinja", "process-growing", True),
     "process-growing-score-only": ("process_growing_score_only.jinja", "process-growing", True),
+    # every step in one request, one digit per step back: score-only by design
+    "process-tagged": ("process_tagged_score_only.jinja", "process-tagged", True),
+    "process-tagged-score-only": ("process_tagged_score_only.jinja", "process-tagged", True),
 }
 
 

@@ -59,7 +59,8 @@ def test_every_template_renders_system_and_fenced_user_message(name: str) -> Non
     assert "{{" not in system["content"] + user["content"]
     template = get_template(name)
     reasoning = "Why:" if name.startswith("proof") else "Reasoning:"
-    assert template.prefill() == ("Score: " if template.score_only else reasoning)
+    score_only = "Scores: " if template.mode == "process-tagged" else "Score: "
+    assert template.prefill() == (score_only if template.score_only else reasoning)
 
 
 def test_cache_order_shares_everything_but_the_rollout_across_a_group() -> None:
@@ -99,7 +100,7 @@ def test_untrusted_text_is_data_not_template_code() -> None:
 
 def test_template_ids_are_content_hashes() -> None:
     ids = {get_template(name).id for name in TEMPLATES}
-    assert len(ids) == len(TEMPLATES)
+    assert len(ids) == len(set(TEMPLATES.values()))  # a name and its alias share one
     assert get_template("outcome").id == get_template("outcome").id
     custom = load_template(
         '{% extends "_base.jinja" %}{% block graded %}{{ response }}{% endblock %}', mode="outcome"

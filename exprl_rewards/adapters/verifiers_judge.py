@@ -27,7 +27,7 @@ per call (``Task.score``). Plug this one into a task config::
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from verifiers.v1 import Judge, JudgeConfig, JudgeView, Trace
 from verifiers.v1.judge import judge_question, judge_response
@@ -35,6 +35,7 @@ from verifiers.v1.task import TaskData
 
 from ..guards import DEFAULT_GUARDS
 from ..rollout import Rollout
+from ..templates import Mode
 from .verl_config import shared_reward
 
 __all__ = ["ExpRLJudge", "ExpRLJudgeConfig"]
@@ -48,7 +49,7 @@ class ExpRLJudgeConfig(JudgeConfig):  # type: ignore[misc]
 
     id: str = PLUGIN_ID
     model: str = "judge"
-    mode: Literal["outcome", "process-segment", "process-prefix", "process-growing"] = "outcome"
+    mode: Mode = "outcome"
     template: str | None = None
     """A built-in template name or a file; default: the mode's score-only form."""
     reference_field: str = "answer"

@@ -45,6 +45,7 @@ from ..parsing import (
     ParsedScore,
     normalize_score,
     parse_score,
+    parse_step_scores,
     prompt_fences,
     score_distribution,
     untrusted_score_lines,
@@ -107,6 +108,11 @@ class JudgeRequest:
             few tokens); None: the backend's.
         choices: the only answers a score-only template allows (``"1"`` ... ``"5"``);
             a backend with ``constrain_scores`` decodes nothing else.
+        scores: 0: the answer holds one score line (every mode but one); K >= 1: it is
+            a list of K scores, one per step of a rollout judged in one request
+            (``process-tagged``), and the judgement holds each in :attr:`Judgement.parts`.
+        pattern: a regular expression the answer must match, for ``constrain_scores``
+            (``[1-5]{4}`` for four steps); ``choices`` is used when empty.
     """
 
     messages: tuple[ChatMessage, ...]
@@ -119,6 +125,8 @@ class JudgeRequest:
     min_mass: float = DEFAULT_MIN_MASS
     max_tokens: int | None = None
     choices: tuple[str, ...] = ()
+    scores: int = 0
+    pattern: str = ""
 
     @classmethod
     def from_template(
@@ -163,6 +171,8 @@ class JudgeRequest:
             "max_tokens": self.max_tokens,
             "sampling": sampling,
         }
+        if self.scores:  # only then: every other request keeps its key
+            blob.update(scores=self.scores, pattern=self.pattern)
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
@@ -307,6 +317,11 @@ class Judgement:
         attempts: calls made (retries included); 0 when cached.
         key: the request's key.
         low, high: the scale.
+        parts: a request for a list of scores (``scores``): one judgement per score,
+            in order (``score`` is then the last one's, or None if any is missing).
+        asked: this judgement is a request of its own; False for the later scores of
+            one answer and for steps never asked, whose requests, calls and tokens are
+            counted elsewhere or not at all.
     """
 
     score: float | None
@@ -327,6 +342,8 @@ class Judgement:
     key: str = ""
     low: int = 1
     high: int = 5
+    parts: tuple[Judgement, ...] = ()
+    asked: bool = True
 
     @property
     def scored(self) -> bool:
@@ -377,6 +394,8 @@ def finish(
     if problem is not None:
         return Judgement(score=None, reason=f"backend: malformed answer: {problem}", **common)
     full = request.prefill + raw.text
+    if request.scores:
+        return _finish_several(request, raw, full, common)
     prompt = "\n".join(m["content"] for m in request.messages)
     fences = prompt_fences(prompt)
     parsed = parse_score(
@@ -393,14 +412,8 @@ def finish(
         index = _token_at(raw.tokens, raw.text, at) if at >= 0 else None
         # Only a token that is exactly the written number says how sure the judge was of
         # it; "10" split into "1", "0", or "4." in one token, keep the written number.
-        if index is not None and raw.tokens[index].token.strip() == number:
-            distribution = score_distribution(
-                raw.tokens[index].top, low=request.low, high=request.high
-            )
-            mass = sum(distribution)
-            if mass > 0 and mass >= request.min_mass:
-                probs = distribution
-                expected = sum(p * (request.low + i) for i, p in enumerate(probs)) / mass
+        if index is not None:
+            probs, expected, mass = _distribution(request, raw.tokens[index], number)
     score = expected if expected is not None else parsed.value
     reason = None
     if score is None:
@@ -420,6 +433,47 @@ def finish(
         cached_tokens=raw.cached_tokens,
         **common,
     )
+
+
+def _distribution(
+    request: JudgeRequest, token: TokenLogprobs, number: str
+) -> tuple[tuple[float, ...] | None, float | None, float | None]:
+    """``(probs, expected, mass)`` at a score token that is exactly the written number."""
+    if token.token.strip() != number:
+        return None, None, None
+    distribution = score_distribution(token.top, low=request.low, high=request.high)
+    mass = sum(distribution)
+    if mass > 0 and mass >= request.min_mass:
+        expected = sum(p * (request.low + i) for i, p in enumerate(distribution)) / mass
+        return distribution, expected, mass
+    return None, None, mass
+
+
+def _finish_several(
+    request: JudgeRequest, raw: RawOutput, full: str, common: dict[str, Any]
+) -> Judgement:
+    """One judgement per step of a one-request answer; usage counted once, on the first."""
+    usage: dict[str, Any] = {"prompt_tokens": raw.prompt_tokens,
+                             "completion_tokens": raw.completion_tokens,
+                             "cached_tokens": raw.cached_tokens}  # fmt: skip
+    found, reason = parse_step_scores(raw.text, request.scores, low=request.low, high=request.high)
+    if reason is not None and raw.finish_reason == "length":
+        reason += " (output cut at max_tokens)"
+    parts = []
+    for k, (value, offset) in enumerate(found):
+        tokens = raw.tokens or ()
+        index = _token_at(tokens, raw.text, offset) if tokens else None
+        probs = expected = mass = None
+        if index is not None:
+            probs, expected, mass = _distribution(request, tokens[index], str(value))
+        later = {} if k == 0 else {"attempts": 0, "latency_s": 0.0, "asked": False}
+        parts.append(Judgement(
+            score=expected if expected is not None else float(value), reason=None,
+            parsed=float(value), expected=expected, mass=mass, probs=probs, text=full,
+            **(usage if k == 0 else {}), **{**common, "key": f"{request.key}/{k}", **later},
+        ))  # fmt: skip
+    score = parts[-1].score if parts else None
+    return Judgement(score=score, reason=reason, text=full, parts=tuple(parts), **usage, **common)
 
 
 def unscored(

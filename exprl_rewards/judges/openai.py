@@ -414,7 +414,9 @@ class OpenAIJudge:
     async def _call(self, client: openai.AsyncOpenAI, request: JudgeRequest) -> RawOutput:
         messages = [{"role": m["role"], "content": m["content"]} for m in request.messages]
         extra = dict(self.extra_body)
-        if self.constrain_scores and request.choices:
+        if self.constrain_scores and request.pattern:
+            extra["structured_outputs"] = {"regex": request.pattern}
+        elif self.constrain_scores and request.choices:
             extra["structured_outputs"] = {"choice": list(request.choices)}
         if self.prefill and request.prefill:
             messages.append({"role": "assistant", "content": request.prefill})

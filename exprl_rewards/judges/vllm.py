@@ -169,15 +169,17 @@ class VLLMJudge:
             if prefilled:
                 messages.append({"role": "assistant", "content": requests[i].prefill})
             conversations.append(messages)
-            choices = requests[i].choices if self.constrain_scores else ()
+            structured = None
+            if self.constrain_scores and requests[i].pattern:
+                structured = StructuredOutputsParams(regex=requests[i].pattern)
+            elif self.constrain_scores and requests[i].choices:
+                structured = StructuredOutputsParams(choice=list(requests[i].choices))
             params.append(
                 SamplingParams(
                     temperature=self.temperature,
                     max_tokens=requests[i].max_tokens or self.max_tokens,
                     logprobs=self.top_logprobs,
-                    structured_outputs=StructuredOutputsParams(choice=list(choices))
-                    if choices
-                    else None,
+                    structured_outputs=structured,
                 )
             )
         start = time.perf_counter()

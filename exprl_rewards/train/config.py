@@ -34,6 +34,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import ConfigError
+from ..templates import Mode
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -98,7 +99,7 @@ class JudgeConfig(_Section):
 
     base_url: list[str] = Field(default_factory=list)
     model: str = "embedded"
-    mode: Literal["outcome", "process-segment", "process-prefix", "process-growing"] = "outcome"
+    mode: Mode = "outcome"
     template: str | None = Field(None, description="default: the mode's score-only form")
     slicer: str = "newline"
     estimator: str | None = Field(None, description="process advantage; default: delta")
