@@ -231,7 +231,9 @@ class RewardPipeline:
                 min_mass=self.min_mass, order=order or self.order, step=mark_steps(steps),
                 step_index=len(steps), num_steps=len(steps), **base,
             )  # fmt: skip
-            return [several(request, len(steps))]
+            listed = replace(several(request, len(steps)), question=rollout.question,
+                             steps=tuple(steps))  # fmt: skip
+            return [listed]
         out = []
         for s in segments:
             variables: dict[str, Any] = dict(base, order=order or self.order)

@@ -68,7 +68,8 @@ def build_pipeline(args: argparse.Namespace) -> AnyPipeline:
     if args.route:
         score_only = args.score_only or is_embedded(args)
         return RoutedPipeline(released_routes(judge, score_only=score_only, **options))
-    mode: Mode = args.mode or "process-segment"
+    prm = getattr(args, "prm", None)  # a PRM scores every step in one pass: process-tagged
+    mode: Mode = args.mode or ("process-tagged" if prm else "process-segment")
     template = args.template or default_template(args, mode)
     if template and template not in TEMPLATES:
         template = load_template(Path(template), mode=mode, score_only=args.score_only)

@@ -52,6 +52,20 @@ def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
         "--vllm-model", help="a model directory or name to run with vLLM in this process"
     )
     j.add_argument(
+        "--prm",
+        metavar="MODEL",
+        help="a process reward model (a directory) as the judge, run with transformers in"
+        " this process; needs --mode process-tagged (every step in one forward pass)",
+    )
+    j.add_argument(
+        "--prm-convention",
+        choices=("qwen", "shepherd"),
+        default="qwen",
+        help="how the PRM reads steps: qwen (Qwen2.5-Math-PRM: <extra_0> separators, a"
+        " reward head) or shepherd (Math-Shepherd: a causal LM's + at a step tag)"
+        " (default: %(default)s)",
+    )
+    j.add_argument(
         "--max-tokens",
         type=int,
         help="judge generation limit (default: 2048 as released; 384 for the embedded judge)",
@@ -134,8 +148,17 @@ def make_judge(args: argparse.Namespace, cache: JudgeCache | None) -> Judge:
             " server; add --base-url http://HOST:PORT/v1 (or use --vllm-model for a model"
             " run in this process)"
         )
-    if args.base_url and args.vllm_model:
-        raise ExpRLError("--base-url and --vllm-model name two judges; give one")
+    if sum(map(bool, (args.base_url, args.vllm_model, getattr(args, "prm", None)))) > 1:
+        raise ExpRLError("--base-url, --vllm-model and --prm each name a judge; give one")
+    if getattr(args, "prm", None):
+        if getattr(args, "mode", None) not in (None, "process-tagged"):
+            raise ExpRLError(
+                f"--prm scores every step of a rollout in one pass: it needs --mode"
+                f" process-tagged, not {args.mode}"
+            )
+        from ..judges.prm import PRMJudge
+
+        return PRMJudge(args.prm, convention=args.prm_convention)
     if args.base_url:
         if not args.model:
             raise ExpRLError("--base-url needs --model, the name the server serves")

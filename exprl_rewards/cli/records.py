@@ -67,9 +67,9 @@ def record(
     out["judge"] = {
         "template": pipeline.template.id,
         "model": judgements[0].model if judgements else None,
-        "requests": len(judgements),
+        "requests": sum(j.asked for j in judgements),
         "calls": sum(j.attempts for j in judgements),
-        "cached": sum(j.cached for j in judgements),
+        "cached": sum(j.cached and j.asked for j in judgements),
         "prompt_tokens": sum(j.prompt_tokens or 0 for j in judgements),
         "completion_tokens": sum(j.completion_tokens or 0 for j in judgements),
     }

@@ -3,6 +3,9 @@
 - :class:`~exprl_rewards.judges.openai.OpenAIJudge`: any OpenAI-compatible server.
 - ``VLLMJudge`` (``exprl_rewards.judges.vllm``): vLLM in-process; needs the ``vllm``
   or ``cpu`` extra and is imported only when used.
+- :class:`~exprl_rewards.judges.prm.PRMJudge`: a discriminative process reward model
+  (Qwen2.5-Math-PRM or Math-Shepherd convention), every step in one forward pass;
+  transformers is imported only when used.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from .base import (
 )
 from .cache import JudgeCache
 from .openai import OpenAIJudge
+from .prm import PRMJudge
 
 __all__ = [
     "Judge",
@@ -26,6 +30,7 @@ __all__ = [
     "JudgeRequest",
     "Judgement",
     "OpenAIJudge",
+    "PRMJudge",
     "RawOutput",
     "TokenLogprobs",
     "finish",

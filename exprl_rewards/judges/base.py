@@ -113,6 +113,9 @@ class JudgeRequest:
             (``process-tagged``), and the judgement holds each in :attr:`Judgement.parts`.
         pattern: a regular expression the answer must match, for ``constrain_scores``
             (``[1-5]{4}`` for four steps); ``choices`` is used when empty.
+        question, steps: a list request's question and step texts, for judges that read
+            the steps rather than the prompt (a process reward model:
+            :class:`~exprl_rewards.judges.prm.PRMJudge`).
     """
 
     messages: tuple[ChatMessage, ...]
@@ -127,6 +130,8 @@ class JudgeRequest:
     choices: tuple[str, ...] = ()
     scores: int = 0
     pattern: str = ""
+    question: str = ""
+    steps: tuple[str, ...] = ()
 
     @classmethod
     def from_template(
