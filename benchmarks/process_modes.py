@@ -15,6 +15,11 @@ prefix cache), wall time (min/median/max over ``--repeats``), and the median wal
 against outcome's. Agreement with process-prefix, step by step: Spearman's rho, and the
 share of steps whose rounded scores are equal.
 
+A process reward model (``PRMJudge``, Math-Shepherd convention, transformers in this
+process) runs in the same run on the same rollouts for its cost: one forward pass a
+rollout, every token prefilled (no prefix cache). The model is the embedded SmolLM2,
+**not** a PRM: its scores mean nothing and are left out of the agreement columns.
+
 Anchoring (process-growing): each conversation's step k >= 2 is asked again with the
 judge's answer to step k - 1 replaced by the far end of the scale (1 if it said 3 or
 more, else 5). The mean shift of step k's score toward the planted answer, in score
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,7 +45,8 @@ from exprl_rewards.audit.datasets import load_dataset
 from exprl_rewards.growing import conversation
 from exprl_rewards.jsonl import read_rollouts
 from exprl_rewards.judges.base import Judgement, judge_sync
-from exprl_rewards.local_model import VLLMServer
+from exprl_rewards.judges.prm import PRMJudge
+from exprl_rewards.local_model import VLLMServer, default_model_dir
 from exprl_rewards.metrics import first_below, processbench, spearman
 from exprl_rewards.pipeline import BatchResult
 from exprl_rewards.templates import Mode
@@ -88,6 +95,16 @@ def first_error_f1(batch: BatchResult, labels: Sequence[int]) -> float:
         for r in batch.results
     ]
     return processbench(predicted, labels)["f1"]
+
+
+def run_prm(data: Set) -> tuple[float, int, int]:
+    """Wall time, forward passes and prompt tokens of the PRM backend on ``data``."""
+    judge = PRMJudge(default_model_dir(), convention="shepherd")
+    judge.loaded()
+    scorer = RewardPipeline(judge, mode="process-tagged", slicer=data.slicer)
+    start = time.perf_counter()
+    batch = scorer.score_sync(data.rollouts)
+    return time.perf_counter() - start, judge.forwards, batch.summary()["prompt_tokens"]
 
 
 def anchoring(server: VLLMServer, data: Set, batch: BatchResult) -> tuple[float, int]:
@@ -139,6 +156,7 @@ def main() -> int:
                 walls[c].append(last[c][0].wall)
                 print(f"  {c[0].name}, {c[1]}: {walls[c][-1]:.1f} s", file=sys.stderr, flush=True)
         anchors = {s: anchoring(server, s, last[(s, "process-growing")][1]) for s in sets}
+    prm = {s: [run_prm(s) for _ in range(args.repeats)] for s in sets}
     print(f"score-only templates, one digit constrained, cache order, concurrency 16, KV block "
           f"32; {args.repeats} repeats, interleaved; prefix cache reset before each run")  # fmt: skip
     header = (f"{'set':<19} {'mode':<16} {'req':>4} {'prompt tok':>10} {'prefilled':>9} "
@@ -161,6 +179,14 @@ def main() -> int:
                 f"{statistics.median(walls[(data, mode)]) / base_wall:>8.2f}x "
                 f"{rho:>13.2f} {same:>5.0%} {f1:>14.2f}"
             )
+    for data, runs in prm.items():
+        base = last[(data, "outcome")][0]
+        wall = statistics.median(w for w, _, _ in runs)
+        _, forwards, tokens = runs[-1]
+        print(f"PRM (transformers, not the server), {data.name}: {forwards} forward passes, "
+              f"{tokens} prompt tokens ({tokens / base.computed:.2f}x outcome's prefilled), "
+              f"{spread([w for w, _, _ in runs])} s "
+              f"({wall / statistics.median(walls[(data, 'outcome')]):.2f}x outcome)")  # fmt: skip
     for data, (shift, n) in anchors.items():
         print(f"anchoring, {data.name}: a planted answer to step k-1 moves step k's score "
               f"{shift:+.2f} points toward it ({n} steps asked again)")  # fmt: skip
