@@ -147,3 +147,24 @@ def test_the_prm_needs_the_tagged_mode(tmp_path: Path) -> None:
     code = main([str(inp), "-o", str(tmp_path / "o.jsonl"), "--prm", "x",
                  "--mode", "process-prefix"])  # fmt: skip
     assert code != 0
+
+
+def test_the_audit_takes_a_prm_one_request_a_trace(tmp_path: Path) -> None:
+    """--prm on a step-labelled set: process-tagged by default, one forward pass a trace,
+    a sample (a labelled unit) per step."""
+    from exprl_rewards.cli.audit import main
+
+    out = tmp_path / "audit"
+    code = main(["--data", "processbench-gsm8k", "--limit", "3", "--out", str(out),
+                 "--prm", str(default_model_dir()), "--prm-convention", "shepherd",
+                 "--no-cache", "--bootstrap", "20", "--probes", "0"])  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    samples = (out / "samples.jsonl").read_text().splitlines()
+    assert report["items"] == 3
+    assert report["parse"]["requests"] == 3
+    assert report["parse"]["units"] == len(samples) > 3
+    assert report["parse"]["unscored"] == 0
+    refused = main(["--data", "gsm8k-solutions", "--limit", "2", "--out", str(tmp_path / "o"),
+                    "--prm", str(default_model_dir()), "--no-cache"])  # fmt: skip
+    assert refused != 0  # outcome labels: a PRM has no steps to score

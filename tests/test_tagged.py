@@ -126,3 +126,29 @@ def test_tagged_scores_through_the_pipeline_with_the_real_judge(
         digits = result.judgements[0].text.removeprefix("Scores: ")
         assert len(digits) == 3
         assert digits.isdigit()
+
+
+@pytest.mark.parametrize("mode", ["process-tagged", "process-growing"])
+def test_the_score_guards_work_on_the_new_modes(judge_server: VLLMServer, mode: str) -> None:
+    """A second look asks every rollout again in the other prompt order (its requests
+    counted apart), and the verifier cap holds a wrong final answer's last step down."""
+    from exprl_rewards.guards import get_guards
+
+    judge = OpenAIJudge(judge_server.model, base_url=judge_server.url, top_logprobs=20,
+                        prefill=True, constrain_scores=True)  # fmt: skip
+    guards = get_guards("second-look:1.0,verifier-cap:0.25")
+    pipeline = RewardPipeline(judge, mode=mode, slicer="newline", guards=guards)  # type: ignore[arg-type]
+    reference = "6 * 7 = 42, and 42 + 1 = 43.\n#### 43"
+    rollouts = [
+        Rollout(id="a", group_id="g", question=Q, reference=reference, response=RESPONSE),
+        Rollout(id="b", group_id="g", question=Q, reference=reference,
+                response="6 * 7 = 48.\nThen 48 + 1 = 49.\nThe answer is 49."),
+    ]  # fmt: skip
+    batch = pipeline.score_sync(rollouts)
+    per_look = 2 if mode == "process-tagged" else 6
+    assert batch.summary()["judge_requests"] == 2 * per_look
+    wrong = batch.results[1]
+    if wrong.score is not None:  # the looks agreed: the cap decides the last step
+        assert wrong.segments[-1].score is not None
+        assert wrong.segments[-1].score <= 0.25
+        assert any(h.guard == "verifier-cap" for h in wrong.guards)

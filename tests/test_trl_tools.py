@@ -26,6 +26,20 @@ from exprl_rewards.pipeline import RewardPipeline
 from conftest import gsm8k_prompts
 
 
+def tiny_grpo_config(tmp_path: Path) -> Any:
+    """Two GRPO steps of 4 completions of 16 tokens on the CPU, one tool round."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from trl import GRPOConfig
+
+    return GRPOConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4,
+        max_completion_length=16, max_steps=2, learning_rate=1e-6, logging_steps=1,
+        report_to="none", save_strategy="no", use_cpu=True, bf16=False, seed=0,
+        max_tool_calling_iterations=1,
+    )  # fmt: skip
+
+
 @pytest.fixture
 def pipeline(fault: FaultServer) -> RewardPipeline:
     return RewardPipeline(
@@ -111,7 +125,7 @@ def test_grpo_trainer_with_a_tool_and_two_reward_functions(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from datasets import Dataset
-        from trl import GRPOConfig, GRPOTrainer
+        from trl import GRPOTrainer
 
     def add(a: int, b: int) -> int:
         """Add two integers.
@@ -143,12 +157,7 @@ def test_grpo_trainer_with_a_tool_and_two_reward_functions(
         RewardPipeline(judge, mode="outcome", template="outcome-score-only"),
         unscored="group-mean",
     )
-    config = GRPOConfig(
-        output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4,
-        max_completion_length=16, max_steps=2, learning_rate=1e-6, logging_steps=1,
-        report_to="none", save_strategy="no", use_cpu=True, bf16=False, seed=0,
-        max_tool_calling_iterations=1,
-    )  # fmt: skip
+    config = tiny_grpo_config(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer = GRPOTrainer(
@@ -222,7 +231,7 @@ def test_grpo_trainer_with_a_judged_environment(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from datasets import Dataset
-        from trl import GRPOConfig, GRPOTrainer
+        from trl import GRPOTrainer
 
     from exprl_rewards.adapters.trl_env import JudgedEnvironment
 
@@ -233,12 +242,7 @@ def test_grpo_trainer_with_a_judged_environment(
         pipeline = RewardPipeline(judge, mode="outcome", template="outcome-score-only",
                                   guards=get_guards("content-gate,neutraliser"))  # fmt: skip
 
-    config = GRPOConfig(
-        output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4,
-        max_completion_length=16, max_steps=2, learning_rate=1e-6, logging_steps=1,
-        report_to="none", save_strategy="no", use_cpu=True, bf16=False, seed=0,
-        max_tool_calling_iterations=1,
-    )  # fmt: skip
+    config = tiny_grpo_config(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer = GRPOTrainer(

@@ -361,7 +361,8 @@ def audit(
             else None,
         },
         "parse": {
-            "requests": len(judgements),
+            "requests": sum(j.asked for j in judgements),  # per step: a list answer's
+            "units": len(judgements),
             "unscored": sum(reasons.values()),
             "failure_rate": sum(reasons.values()) / len(judgements) if judgements else None,
             "reasons": dict(reasons.most_common(10)),

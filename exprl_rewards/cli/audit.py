@@ -77,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--mode",
         choices=MODES,
-        help="default: process-prefix for step labels, outcome otherwise",
+        help="default: process-prefix for step labels (process-tagged with --prm), outcome"
+        " otherwise",
     )
     g.add_argument(
         "--template", help="a built-in or a .jinja file; default: the mode's score-only form"
@@ -162,7 +163,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             chosen = set(groups[: args.limit])
             items = [i for i in items if i.rollout.group_id in chosen]
         step_labels = all(i.step_labelled for i in items)
-        mode: Mode = args.mode or ("process-prefix" if step_labels else "outcome")
+        process: Mode = "process-tagged" if args.prm else "process-prefix"  # a PRM: one pass
+        mode: Mode = args.mode or (process if step_labels else "outcome")
+        if args.prm and mode != "process-tagged":
+            raise ExpRLError(
+                f"--prm scores the steps of a rollout in one pass: it needs step labels and"
+                f" --mode process-tagged, not {mode}"
+            )
         if mode != "outcome" and not step_labels and not args.hacks_only:
             raise ExpRLError(f"--mode {mode} needs step labels; {args.data} has outcome labels")
         template = args.template or f"{mode}-score-only"
