@@ -83,6 +83,9 @@ def test_help_and_config_errors_need_neither_torch_nor_vllm(tmp_path):
     ("[judge]\nslicer = \"newlines\"\n", "judge.slicer: unknown 'newlines'; known: exprl"),
     ("[judge]\nestimator = \"deltanorm\"\n", "judge.estimator: unknown 'deltanorm'; known: delta"),
     ("[judge]\ntemplate = \"outcome-scoreonly\"\n", "neither a built-in"),
+    ("[judge]\nprm = \"/m\"\n", 'set judge.mode = "process-tagged", not \'outcome\''),
+    ("[judge]\nprm = \"/m\"\nmode = \"process-tagged\"\nbase_url = [\"http://h/v1\"]\n",
+     "each name a judge"),
 ])  # fmt: skip
 def test_out_of_range_and_coerced_values_are_refused(tmp_path, text, message):
     path = tmp_path / "run.toml"
@@ -144,3 +147,28 @@ def test_the_cli_refuses_a_used_folder_without_resume(tmp_path):
     assert result.returncode == 2
     assert "pass --resume" in result.stderr
     assert (config.run.out / "metrics.jsonl").read_text() == '{"step": 1}\n'
+
+
+def test_a_prm_judge_in_the_trainer_scores_every_step_in_one_pass(tmp_path):
+    """judge.prm: the trainer's Stage I pipeline is the PRM's, no judge server started
+    (the embedded SmolLM2 stands in; it is not a PRM)."""
+    from contextlib import ExitStack
+
+    from exprl_rewards import Rollout
+    from exprl_rewards.local_model import default_model_dir
+    from exprl_rewards.train.loop import make_judge
+
+    path = tmp_path / "run.toml"
+    path.write_text(f'preset = "cpu-tiny"\n[judge]\nprm = "{default_model_dir()}"\n'
+                    'prm_convention = "shepherd"\nmode = "process-tagged"\n')  # fmt: skip
+    config = load_config(path)
+    with ExitStack() as stack:
+        pipeline = make_judge(config, str(default_model_dir()), stack)
+    assert pipeline is not None
+    assert pipeline.judge.backend == "prm"
+    rollout = Rollout(id="a", group_id="g", question="1+1?", reference="2",
+                      response="1 + 1 = 2.\nSo the answer is 2.")  # fmt: skip
+    (result,) = pipeline.score_sync([rollout]).results
+    assert len(result.segments) == 2
+    assert all(s.score is not None for s in result.segments)
+    assert pipeline.judge.forwards == 1

@@ -99,6 +99,10 @@ class JudgeConfig(_Section):
 
     base_url: list[str] = Field(default_factory=list)
     model: str = "embedded"
+    prm: Path | None = Field(
+        None, description="a process reward model directory as the judge (mode process-tagged)"
+    )
+    prm_convention: Literal["qwen", "shepherd"] = "qwen"
     mode: Mode = "outcome"
     template: str | None = Field(None, description="default: the mode's score-only form")
     slicer: str = "newline"
@@ -117,6 +121,17 @@ class JudgeConfig(_Section):
         description="defences against responses that game the judge (exprl_rewards.guards);"
         " 'none' turns them off",
     )
+
+    @model_validator(mode="after")
+    def _prm_needs_tagged(self) -> JudgeConfig:
+        if self.prm is not None and self.mode != "process-tagged":
+            raise ValueError(
+                f"judge.prm scores every step in one pass: set judge.mode = "
+                f'"process-tagged", not {self.mode!r}'
+            )
+        if self.prm is not None and self.base_url:
+            raise ValueError("judge.prm and judge.base_url each name a judge; give one")
+        return self
 
 
 class WatchConfig(_Section):

@@ -66,6 +66,14 @@ def make_judge(config: TrainConfig, model_dir: str, stack: ExitStack) -> RewardP
     if config.run.stage == "II":
         return None
     j = config.judge
+    options: dict[str, Any] = {"slicer": j.slicer, "truncated": j.truncated}
+    if j.estimator is not None:
+        options["process_estimator"] = j.estimator
+    if j.prm is not None:  # a process reward model in this process: no server
+        from ..judges.prm import PRMJudge
+
+        prm = PRMJudge(j.prm, convention=j.prm_convention)
+        return RewardPipeline(prm, mode=j.mode, guards=get_guards(j.guards), **options)
     if j.base_url:
         urls, model = j.base_url, j.model
     else:
@@ -80,9 +88,6 @@ def make_judge(config: TrainConfig, model_dir: str, stack: ExitStack) -> RewardP
         model, base_url=urls, top_logprobs=j.top_logprobs or None, concurrency=j.concurrency,
         timeout=j.timeout, constrain_scores=True, cache=j.cache,
     )  # fmt: skip
-    options: dict[str, Any] = {"slicer": j.slicer, "truncated": j.truncated}
-    if j.estimator is not None:
-        options["process_estimator"] = j.estimator
     return RewardPipeline(
         judge, mode=j.mode, template=j.template or f"{j.mode}-score-only",
         guards=get_guards(j.guards), **options,
