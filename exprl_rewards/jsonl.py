@@ -23,10 +23,11 @@ Lines end at ``\\n`` only: a lone carriage return inside a row does not split it
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -214,6 +215,30 @@ def _parse(
     return data, text
 
 
+# What other layouts call each field (TRL, verl, OpenRLHF, Hugging Face datasets).
+_ALIASES = {
+    "question": ("prompt", "problem", "query", "input", "instruction"),
+    "reference": ("solution", "answer", "ground_truth", "label", "target", "gold"),
+    "response": ("completion", "output", "generation", "generated_text", "model_output"),
+}
+
+
+def _missing(name: str, source: str, data: Mapping[str, Any]) -> str:
+    """'missing', with the row's keys and the mapping flag that would find the field.
+
+    >>> _missing("reference", "reference", {"solution": "4"})
+    "missing (the row's keys: solution); pass --reference-field solution if it holds the reference"
+    """
+    keys = sorted(map(str, data))
+    shown = ", ".join(keys[:12]) + (f" and {len(keys) - 12} more" if len(keys) > 12 else "")
+    message = f"missing (the row's keys: {shown or 'none'})"
+    close = [k for k in _ALIASES.get(name, ()) if k in data]
+    close = close or difflib.get_close_matches(source, keys, n=1, cutoff=0.6)
+    if close:
+        message += f"; pass --{name.replace('_', '-')}-field {close[0]} if it holds the {name}"
+    return message
+
+
 def _rollout(
     data: dict[str, Any],
     fields: FieldMap,
@@ -234,8 +259,9 @@ def _rollout(
     except ValidationError as e:
         first = e.errors()[0]
         name = str(first["loc"][0])
-        return error(getattr(fields, name, name),
-                     "missing" if first["type"] == "missing" else first["msg"])  # fmt: skip
+        source = getattr(fields, name, name)
+        message = _missing(name, source, data) if first["type"] == "missing" else first["msg"]
+        return error(source, message)
     offsets = checked.token_offsets
     if offsets is not None and any(len(pair) != 2 for pair in offsets):
         return error(fields.token_offsets, "each offset must be a [start, end] pair")
@@ -326,4 +352,31 @@ def read_rollouts(
             continue
         seen[rollout.id] = (file, number)
         rows.append(SourceRow(number, data, rollout, file))
+    _refuse_json_arrays(errors)
     return rows, errors
+
+
+def _refuse_json_arrays(errors: Sequence[RowError]) -> None:
+    """A file whose every line failed, and whose first line opens a JSON array, is JSON,
+    not JSON Lines: one error that says so, not one per line.
+
+    Raises:
+        InputError: naming the file and how to convert it.
+    """
+    failed: dict[str, list[RowError]] = {}
+    for e in errors:
+        failed.setdefault(e.path, []).append(e)
+    for file, bad in failed.items():
+        first = min(bad, key=lambda e: e.line)
+        if first.text.strip().startswith("[") and all(e.field is None for e in bad):
+            whole = Path(file).read_text(encoding="utf-8", errors="replace") if Path(
+                file).is_file() else ""  # fmt: skip
+            try:
+                array = json.loads(whole)
+            except ValueError:
+                continue
+            if isinstance(array, list):
+                raise InputError(
+                    f"{file}: a JSON array of {len(array)} items, not JSON Lines (one object"
+                    f" per line); convert it first: jq -c '.[]' {file} > rows.jsonl"
+                )

@@ -376,20 +376,19 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the server until interrupted; return the exit code."""
-    from pathlib import Path
 
     from .calibration import load_calibrator
     from .cli.judge_args import default_template, make_judge
     from .guards import get_guards
     from .judges.cache import JudgeCache
-    from .templates import TEMPLATES, load_template
+    from .templates import template_named
 
     args = _parser().parse_args(argv)
     try:
         cache = None if args.no_cache else JudgeCache(args.cache)
         template: Any = args.template or default_template(args, args.mode)
-        if template and template not in TEMPLATES:
-            template = load_template(Path(template), mode=args.mode)
+        if template:
+            template = template_named(template, mode=args.mode)
         pipeline = RewardPipeline(
             make_judge(args, cache), mode=args.mode, template=template, slicer=args.slicer,
             calibrator=load_calibrator(args.calibration) if args.calibration else None,

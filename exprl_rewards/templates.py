@@ -26,6 +26,7 @@ cache keys on.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.resources
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ __all__ = [
     "get_template",
     "load_template",
     "prompts_dir",
+    "template_named",
 ]
 
 Mode = Literal["outcome", "process-segment", "process-prefix", "process-growing", "process-tagged"]
@@ -249,6 +251,27 @@ def get_template(name: str) -> JudgeTemplate:
         raise ConfigError(f"unknown template {name!r}; known templates: {known}") from None
     source = (prompts_dir() / filename).read_text(encoding="utf-8")
     return JudgeTemplate(source, mode, name=name, score_only=score_only)
+
+
+def template_named(name: str, *, mode: Mode, score_only: bool = False) -> str | JudgeTemplate:
+    """A built-in template's name as it is, or the template in the file ``name``.
+
+    Raises:
+        ConfigError: neither, with the closest built-in names and the full list.
+
+    >>> template_named("outcome-score-only", mode="outcome")
+    'outcome-score-only'
+    """
+    if name in TEMPLATES:
+        return name
+    if Path(name).is_file():
+        return load_template(Path(name), mode=mode, score_only=score_only)
+    close = difflib.get_close_matches(name, TEMPLATES, n=2, cutoff=0.6)
+    hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+    raise ConfigError(
+        f"template {name!r} is neither a built-in nor a file; {hint}built-in templates:"
+        f" {', '.join(TEMPLATES)}"
+    )
 
 
 def load_template(

@@ -131,3 +131,45 @@ def test_a_deep_body_is_a_400_on_the_reward_server(server: FaultServer) -> None:
                                    timeout=30)  # fmt: skip
     assert e.value.code == 400
     assert "nested too deep" in json.loads(e.value.read())["error"]
+
+
+def test_a_trl_style_row_is_told_which_mapping_flags_to_pass(
+    server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """prompt/completion/solution rows: the error lists the row's keys and the flag."""
+    source = tmp_path / "trl.jsonl"
+    source.write_text(json.dumps({"prompt": "2+2?", "completion": "4", "solution": "4"}) + "\n")
+    assert run(server, str(source), "-o", str(tmp_path / "out.jsonl")) == 2
+    err = capsys.readouterr().err
+    assert "the row's keys: completion, prompt, solution" in err
+    assert "pass --question-field prompt if it holds the question" in err
+
+
+@pytest.mark.parametrize("indent", [2, None], ids=["pretty", "one-line"])
+def test_a_json_array_is_named_as_one_not_a_bad_line_each(
+    server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], indent: int | None
+) -> None:
+    source = tmp_path / "rows.jsonl"
+    items = [{"question": "Q", "reference": "R", "response": f"a{i}"} for i in range(3)]
+    source.write_text(json.dumps(items, indent=indent))
+    before = server.requests
+    assert run(server, str(source), "-o", str(tmp_path / "out.jsonl")) == 2
+    err = capsys.readouterr().err
+    assert "a JSON array of 3 items, not JSON Lines" in err
+    assert "jq -c '.[]'" in err
+    assert "not valid JSON" not in err
+    assert server.requests == before
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_an_unknown_template_suggests_the_close_built_ins(
+    server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = rows(tmp_path / "in.jsonl", 1)
+    out = tmp_path / "out.jsonl"
+    assert run(server, str(source), "-o", str(out), "--template", "outcome-scoreonly") == 1
+    err = capsys.readouterr().err
+    assert "template 'outcome-scoreonly' is neither a built-in nor a file" in err
+    assert "did you mean 'outcome-score-only'" in err
+    assert "process-tagged" in err  # the full list
+    assert not out.exists()

@@ -197,7 +197,7 @@ def test_missing_file_and_bad_template(
         )
         == 1
     )
-    assert "cannot read template" in capsys.readouterr().err
+    assert "is neither a built-in nor a file; " in capsys.readouterr().err
 
 
 # With the embedded default judge ----------------------------------------------------

@@ -17,7 +17,6 @@ import hashlib
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from ..audit.datasets import DATASETS, Labelled, load_dataset
 from ..audit.hack_report import hack_report, write_hacks
@@ -31,7 +30,7 @@ from ..judges.cache import JudgeCache
 from ..judges.health import check_judge_sync, describe_judge
 from ..pipeline import RewardPipeline
 from ..slicers import PRESETS
-from ..templates import MODES, TEMPLATES, Mode, load_template
+from ..templates import MODES, Mode, template_named
 from .judge_args import add_judge_arguments, engine_log_of, make_judge
 
 __all__ = ["main"]
@@ -172,9 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if mode != "outcome" and not step_labels and not args.hacks_only:
             raise ExpRLError(f"--mode {mode} needs step labels; {args.data} has outcome labels")
-        template = args.template or f"{mode}-score-only"
-        if template not in TEMPLATES:
-            template = load_template(Path(template), mode=mode, score_only=args.score_only)
+        template = template_named(
+            args.template or f"{mode}-score-only", mode=mode, score_only=args.score_only
+        )
         cache = None if args.no_cache else JudgeCache(args.cache)
         judge = make_judge(args, cache)
         if not args.no_judge_check:

@@ -23,7 +23,7 @@ from ..judges.cache import JudgeCache
 from ..pipeline import RewardPipeline
 from ..rollout import Rollout
 from ..routing import RoutedPipeline, released_route, released_routes, route_problem
-from ..templates import TEMPLATES, Mode, load_template
+from ..templates import Mode, template_named
 from .judge_args import default_template, is_embedded, make_judge
 
 __all__ = ["AnyPipeline", "build_pipeline", "route_errors", "run_settings", "with_routes"]
@@ -71,8 +71,8 @@ def build_pipeline(args: argparse.Namespace) -> AnyPipeline:
     prm = getattr(args, "prm", None)  # a PRM scores every step in one pass: process-tagged
     mode: Mode = args.mode or ("process-tagged" if prm else "process-segment")
     template = args.template or default_template(args, mode)
-    if template and template not in TEMPLATES:
-        template = load_template(Path(template), mode=mode, score_only=args.score_only)
+    if template:
+        template = template_named(template, mode=mode, score_only=args.score_only)
     options.update(mode=mode, template=template, slicer=args.slicer or "exprl")
     if args.reduce:
         options["reduce"] = args.reduce
