@@ -26,6 +26,19 @@ Q, REF = "What is 6 * 7 + 1?", "6 * 7 = 42, and 42 + 1 = 43. The answer is 43."
 RESPONSE = "6 * 7 = 42.\nThen 42 + 1 = 43.\nThe answer is 43."
 
 
+def real_judge(server: VLLMServer) -> OpenAIJudge:
+    """The embedded judge behind vLLM, its digits constrained, its answer prefilled."""
+    return OpenAIJudge(server.model, base_url=server.url, top_logprobs=20, prefill=True,
+                       constrain_scores=True)  # fmt: skip
+
+
+def right_and_wrong(reference: str) -> list[Rollout]:
+    """A right rollout and a wrong one of three steps each, one group."""
+    wrong = "6 * 7 = 48.\nThen 48 + 1 = 49.\nThe answer is 49."
+    return [Rollout(id="a", group_id="g", question=Q, reference=reference, response=RESPONSE),
+            Rollout(id="b", group_id="g", question=Q, reference=reference, response=wrong)]  # fmt: skip
+
+
 def tagged() -> RewardPipeline:
     judge = OpenAIJudge("m", base_url="http://127.0.0.1:9/v1")
     return RewardPipeline(judge, mode="process-tagged", slicer="newline")
@@ -109,15 +122,8 @@ def test_tagged_scores_through_the_pipeline_with_the_real_judge(
 ) -> None:
     """The embedded judge, constrained to one digit per step: one request a rollout,
     every step scored from the judge's own digits, and the rollout's score its last."""
-    judge = OpenAIJudge(judge_server.model, base_url=judge_server.url, top_logprobs=20,
-                        prefill=True, constrain_scores=True)  # fmt: skip
-    pipeline = RewardPipeline(judge, mode="process-tagged", slicer="newline")
-    rollouts = [
-        Rollout(id="a", group_id="g", question=Q, reference=REF, response=RESPONSE),
-        Rollout(id="b", group_id="g", question=Q, reference=REF,
-                response="6 * 7 = 48.\nThen 48 + 1 = 49.\nThe answer is 49."),
-    ]  # fmt: skip
-    batch = pipeline.score_sync(rollouts)
+    pipeline = RewardPipeline(real_judge(judge_server), mode="process-tagged", slicer="newline")
+    batch = pipeline.score_sync(right_and_wrong(REF))
     assert batch.summary()["judge_requests"] == 2
     for result in batch.results:
         assert len(result.segments) == 3
@@ -134,17 +140,10 @@ def test_the_score_guards_work_on_the_new_modes(judge_server: VLLMServer, mode: 
     counted apart), and the verifier cap holds a wrong final answer's last step down."""
     from exprl_rewards.guards import get_guards
 
-    judge = OpenAIJudge(judge_server.model, base_url=judge_server.url, top_logprobs=20,
-                        prefill=True, constrain_scores=True)  # fmt: skip
     guards = get_guards("second-look:1.0,verifier-cap:0.25")
-    pipeline = RewardPipeline(judge, mode=mode, slicer="newline", guards=guards)  # type: ignore[arg-type]
-    reference = "6 * 7 = 42, and 42 + 1 = 43.\n#### 43"
-    rollouts = [
-        Rollout(id="a", group_id="g", question=Q, reference=reference, response=RESPONSE),
-        Rollout(id="b", group_id="g", question=Q, reference=reference,
-                response="6 * 7 = 48.\nThen 48 + 1 = 49.\nThe answer is 49."),
-    ]  # fmt: skip
-    batch = pipeline.score_sync(rollouts)
+    pipeline = RewardPipeline(real_judge(judge_server), mode=mode, slicer="newline",  # type: ignore[arg-type]
+                              guards=guards)  # fmt: skip
+    batch = pipeline.score_sync(right_and_wrong("6 * 7 = 42, and 42 + 1 = 43.\n#### 43"))
     per_look = 2 if mode == "process-tagged" else 6
     assert batch.summary()["judge_requests"] == 2 * per_look
     wrong = batch.results[1]
