@@ -10,7 +10,8 @@ argument                default (released ExpRL)            alternatives
 ======================  ==================================  ==========================
 ``mode``                ``"process-segment"``               ``"outcome"``,
                                                             ``"process-prefix"``,
-                                                            ``"process-growing"``
+                                                            ``"process-growing"``,
+                                                            ``"process-tagged"``
 ``template``            ``mode``'s reasoning template,      ``"<mode>-score-only"``
                         1-5 scale, "Score: N"               (logprob scoring), a file
 ``slicer``              ``"exprl"`` (``###``)               any preset or Slicer
@@ -81,9 +82,10 @@ class RewardPipeline:
 
     Args:
         judge: any :class:`~exprl_rewards.judges.base.Judge`.
-        mode: ``"outcome"``, ``"process-segment"`` (released), ``"process-prefix"`` or
+        mode: ``"outcome"``, ``"process-segment"`` (released), ``"process-prefix"``,
             ``"process-growing"`` (prefix scores from one growing conversation per
-            rollout: :mod:`exprl_rewards.growing`).
+            rollout: :mod:`exprl_rewards.growing`) or ``"process-tagged"`` (every step
+            in one request: :mod:`exprl_rewards.tagged`).
         template: a :class:`JudgeTemplate` or a built-in name; default: the mode's
             reasoning template.
         slicer: a :class:`~exprl_rewards.slicers.Slicer` or a preset name (process modes).

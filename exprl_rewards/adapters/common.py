@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import ConfigError, JudgeUnavailable
 from ..pipeline import RolloutResult
 
-__all__ = ["UnscoredPolicy", "check_answered", "fill_unscored", "judge_silence"]
+__all__ = ["UnscoredPolicy", "check_answered", "fill_unscored", "judge_raw", "judge_silence"]
 
 UnscoredPolicy = Literal["group-mean"] | float
 log = logging.getLogger("exprl_rewards")
@@ -63,6 +63,12 @@ def fill_unscored(
         r.score if r.score is not None else float(np.mean(by_group.get(r.group_id) or [neutral]))
         for r in results
     ]
+
+
+def judge_raw(result: RolloutResult) -> float | None:
+    """The judge's own last score (on its scale) of a scored rollout, else None."""
+    raws = [s.raw for s in result.segments if s.raw is not None]
+    return raws[-1] if raws and result.score is not None else None
 
 
 def judge_silence(results: Sequence[RolloutResult]) -> tuple[RolloutResult, ...]:

@@ -40,13 +40,11 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from ..errors import InputError
 from ..pipeline import RolloutResult
 from ..rollout import Rollout
 from .chat_text import clean_response, question_from_prompt
-from .common import check_answered
+from .common import check_answered, fill_unscored, judge_raw
 from .environ import environment_reward
 from .messages import prompt_question
 from .openrlhf import read_label
@@ -78,20 +76,18 @@ def slime_rollout(
 
 def slime_answer(value: float, result: RolloutResult) -> dict[str, Any]:
     """The server's ``/slime`` answer: numbers only (``--reward-key score``)."""
-    raws = [s.raw for s in result.segments if s.raw is not None]
     return {
         "score": value,
         "exprl_unscored": int(result.score is None),
-        "exprl_raw": raws[-1] if raws and result.score is not None else None,
+        "exprl_raw": judge_raw(result),
     }
 
 
 def _metadata(result: RolloutResult) -> dict[str, Any]:
-    raws = [s.raw for s in result.segments if s.raw is not None]
     return {
         "unscored": result.score is None,
         "reason": result.reason,
-        "raw": raws[-1] if raws and result.score is not None else None,
+        "raw": judge_raw(result),
         "guards": [hit.guard for hit in result.guards],
     }
 
@@ -121,13 +117,7 @@ async def _group(samples: list[Any]) -> list[float]:
     rollouts = [_rollout(s) for s in samples]
     results = [r for _, r, _ in await asyncio.gather(*map(reward.result_one, rollouts))]
     check_answered(results, "slime")
-    scored: dict[str, list[float]] = {}
-    for r in results:
-        if r.score is not None:
-            scored.setdefault(r.group_id, []).append(r.score)
-    fill = {group: float(np.mean(values)) for group, values in scored.items()}
-    values = [r.score if r.score is not None else fill.get(r.group_id, reward.neutral)
-              for r in results]  # fmt: skip
+    values = fill_unscored(results, "group-mean", reward.neutral)  # the call is whole groups
     return [_mark(s, v, r) for s, v, r in zip(samples, values, results, strict=True)]
 
 

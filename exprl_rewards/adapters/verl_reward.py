@@ -20,7 +20,7 @@ from ..errors import InputError
 from ..judges.base import run_sync
 from ..pipeline import BatchResult, RewardPipeline, RolloutResult
 from ..rollout import Rollout
-from .common import UnscoredPolicy, check_answered, fill_unscored
+from .common import UnscoredPolicy, check_answered, fill_unscored, judge_raw
 from .verl_groups import GroupFill
 
 __all__ = ["HACK_KEYS", "VerlReward"]
@@ -89,8 +89,8 @@ class VerlReward:
     def _row(
         self, value: float, result: RolloutResult, hack: Mapping[str, float] | None = None
     ) -> dict[str, float]:
-        raws = [s.raw for s in result.segments if s.raw is not None]
-        raw = raws[-1] if raws and result.score is not None else math.nan
+        raw = judge_raw(result)
+        raw = math.nan if raw is None else raw
         row = {"score": value, "exprl_raw": raw, "exprl_unscored": float(result.score is None)}
         if self.watch is not None:  # the same keys for every sample, as verl requires
             row.update({k: (hack or {}).get(v, math.nan) for k, v in HACK_KEYS.items()})

@@ -465,8 +465,8 @@ def _finish_several(
     if reason is not None and raw.finish_reason == "length":
         reason += " (output cut at max_tokens)"
     parts = []
+    tokens = raw.tokens or ()
     for k, (value, offset) in enumerate(found):
-        tokens = raw.tokens or ()
         index = _token_at(tokens, raw.text, offset) if tokens else None
         probs = expected = mass = None
         if index is not None:
