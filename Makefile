@@ -64,11 +64,11 @@ test: lint $(VF_STAMP)
 $(VF_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VF_VENV)
 	$(VF_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VF_VENV)/bin/python -m pip install --quiet -e . verifiers==0.4.0 pytest
+	$(VF_VENV)/bin/python -m pip install --quiet -e . verifiers==0.4.0 pytest uv
 	touch $@
 
 test-verifiers: $(VF_STAMP)
-	$(VF_VENV)/bin/python -m pytest -p no:cacheprovider tests/test_verifiers_judge.py
+	$(VF_VENV)/bin/python -m pytest -p no:cacheprovider tests/test_verifiers_judge.py tests/test_verifiers_eval.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

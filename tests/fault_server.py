@@ -9,6 +9,10 @@ Without a script, a request whose text holds ``[[score N]]`` marks is answered
 deterministic judge for pipeline tests; without marks, "Score: 4" (``default_score``:
 a generous judge answers 5 to everything).
 
+A streaming request (``"stream": true``, as agent harnesses call a policy) whose text
+holds ``REPLY{...}`` is answered with that text as server-sent events: a policy whose
+rollouts the test chooses.
+
 Behaviours: ``ok`` (a completion ending "Score: 4"), ``score7`` (an out-of-range score),
 an HTTP status (``400``, ``401``, ``404``, ``429``, ``500``, ``503``), ``slow`` (answer
 after 2 s), ``garbage`` (200 with a non-JSON body), ``empty`` (200 with no choices),
@@ -44,6 +48,7 @@ from typing import Any
 
 _SCRIPT = re.compile(r"FAULT:([a-z0-9_,]+)")
 _MARK = re.compile(r"\[\[score (\d|none)\]\]")
+_REPLY = re.compile(r"REPLY\{(.*?)\}", re.DOTALL)
 
 
 def scripted(content: str, tokens: list[tuple[str, list[tuple[str, float]]]]) -> dict[str, Any]:
@@ -96,6 +101,13 @@ def _malformed(action: str) -> dict[str, Any]:
     else:
         raise ValueError(f"unknown fault {action!r}")
     return body
+
+
+def _text(content: Any) -> str:
+    """A message's text: a string, or the text parts of a list of content parts."""
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return content if isinstance(content, str) else ""
 
 
 def completion(content: str, logprobs: bool) -> dict[str, Any]:
@@ -154,6 +166,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _stream(self, content: str, request: dict[str, Any]) -> None:
+        """Answer as a streaming chat completion: server-sent events, then ``[DONE]``."""
+
+        def chunk(delta: dict[str, str], finish: str | None) -> dict[str, Any]:
+            return {"id": "chatcmpl-fault", "object": "chat.completion.chunk", "created": 0,
+                    "model": request.get("model", "fault"),
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
+
+        events = [chunk({"role": "assistant", "content": content}, None), chunk({}, "stop")]
+        if (request.get("stream_options") or {}).get("include_usage"):
+            usage = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}
+            events.append({**chunk({}, None), "choices": [], "usage": usage})
+        body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+        self._send(200, body.encode(), "text/event-stream")
+
     def do_GET(self) -> None:
         if self.server.redirect_to:
             self._send(307, b"", Location=self.server.redirect_to + self.path[len("/v1") :])
@@ -179,7 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         request = json.loads(raw)
-        text = " ".join(m.get("content", "") for m in request.get("messages", []))
+        text = " ".join(_text(m.get("content")) for m in request.get("messages", []))
         match = _SCRIPT.search(text)
         script = match.group(1).split(",") if match else ["ok"]
         key = hashlib.sha256(raw).hexdigest()
@@ -191,7 +218,10 @@ class _Handler(BaseHTTPRequestHandler):
         action = script[min(attempt, len(script) - 1)]
         logprobs = bool(request.get("logprobs"))
         marks = _MARK.findall(text)
-        if action == "ok" and marks:  # a deterministic judge: the last [[score N]] mark
+        reply = _REPLY.search(text)
+        if action == "ok" and reply and request.get("stream"):  # a policy, as agents call one
+            self._stream(reply.group(1), request)
+        elif action == "ok" and marks:  # a deterministic judge: the last [[score N]] mark
             answer = (
                 "I cannot grade this."
                 if marks[-1] == "none"
