@@ -50,7 +50,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 import numpy.typing as npt
 
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, unknown_name
 from .ragged import Ragged
 
 __all__ = [
@@ -168,8 +168,7 @@ def outcome_advantages(
     elif estimator == "rloo":
         adv = dev * np.divide(n, n - 1, out=np.zeros_like(n), where=n > 1)
     else:
-        known = ", ".join(get_args(OutcomeEstimator))
-        raise ConfigError(f"unknown outcome estimator {estimator!r}; known: {known}")
+        raise unknown_name("outcome estimator", estimator, get_args(OutcomeEstimator))
     lone = ok & (n == 1)
     if singleton == "zero":
         adv[lone] = 0.0
@@ -345,5 +344,4 @@ def process_advantages(
         return group_norm(scores, group_ids)
     if estimator == "rtg":
         return return_to_go(scores, group_ids=group_ids, **options)
-    known = ", ".join(get_args(ProcessEstimator))
-    raise ConfigError(f"unknown process estimator {estimator!r}; known: {known}")
+    raise unknown_name("process estimator", estimator, get_args(ProcessEstimator))

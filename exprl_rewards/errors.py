@@ -19,6 +19,9 @@ subclasses in later modules; they stay under this tree.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 __all__ = [
     "AlignmentError",
     "CacheError",
@@ -28,6 +31,7 @@ __all__ = [
     "JudgeUnavailable",
     "MissingExtraError",
     "OutputError",
+    "unknown_name",
 ]
 
 
@@ -76,3 +80,15 @@ class MissingExtraError(ExpRLError, ImportError):
         )
         self.package = package
         self.extra = extra
+
+
+def unknown_name(kind: str, name: str, known: Iterable[str]) -> ConfigError:
+    """The error for a name that is not one of ``known``: the closest ones, then all.
+
+    >>> str(unknown_name("slicer", "newlin", ["exprl", "newline"]))
+    "unknown slicer 'newlin'; did you mean 'newline'? known: exprl, newline"
+    """
+    names = list(known)
+    close = difflib.get_close_matches(name, names, n=2, cutoff=0.6)
+    hint = f" did you mean {' or '.join(map(repr, close))}?" if close else ""
+    return ConfigError(f"unknown {kind} {name!r};{hint} known: {', '.join(names)}")

@@ -15,6 +15,7 @@ steps) when given group ids, since those are not independent.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,7 @@ __all__ = [
     "first_below",
     "pass_at_k",
     "processbench",
+    "reliability_bins",
     "rogan_gladen",
     "spearman",
 ]
@@ -95,6 +97,31 @@ def ece(p: Any, y: Any, *, bins: int = 10, adaptive: bool = False) -> float:
         m = index == b
         total += m.sum() * abs(y[m].mean() - p[m].mean())
     return float(total / p.size)
+
+
+def reliability_bins(p: Any, y: Any, *, bins: int = 10) -> list[dict[str, float]]:
+    """A reliability diagram's points: per non-empty bin of ``p`` (equal width on
+    [0, 1]), the mean score, the fraction right, the count and a 95% Wilson interval, so
+    that a point resting on 2 units is drawn and read as the guess it is.
+
+    >>> [(b["n"], round(b["right"], 2)) for b in reliability_bins([0.1, 0.15, 0.9], [0, 1, 1])]
+    [(2.0, 0.5), (1.0, 1.0)]
+    """
+    pp, yy = _pairs(p, y)
+    index = np.clip(np.digitize(pp, np.linspace(0, 1, bins + 1)) - 1, 0, bins - 1)
+    points = []
+    for b in range(bins):
+        m = index == b
+        n = int(m.sum())
+        if not n:
+            continue
+        k = float(yy[m].sum())
+        z = 1.96
+        centre = (k + z * z / 2) / (n + z * z)
+        half = z * math.sqrt(k * (n - k) / n + z * z / 4) / (n + z * z)
+        points.append({"score": float(pp[m].mean()), "right": k / n, "n": float(n),
+                       "low": centre - half, "high": centre + half})  # fmt: skip
+    return points
 
 
 def auroc(s: Any, y: Any) -> float:

@@ -47,9 +47,14 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from .advantages import outcome_advantages, process_advantages
+from .advantages import (
+    OutcomeEstimator,
+    ProcessEstimator,
+    outcome_advantages,
+    process_advantages,
+)
 from .calibration import Calibrator, LinearCalibrator, probs_matrix
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, unknown_name
 from .growing import judge_in_turns
 from .guards import ContentGate, Guard, GuardHit, NeutralisedText, Neutraliser
 from .judges.base import DEFAULT_MIN_MASS, Judge, JudgeRequest, run_sync
@@ -127,8 +132,8 @@ class RewardPipeline:
         template: JudgeTemplate | str | None = None,
         slicer: Slicer | str = "exprl",
         calibrator: Calibrator | None = None,
-        outcome_estimator: Literal["grpo", "drgrpo", "rloo"] = "grpo",
-        process_estimator: Literal["delta", "end", "group", "prefix", "rtg"] = "delta",
+        outcome_estimator: OutcomeEstimator = "grpo",
+        process_estimator: ProcessEstimator = "delta",
         estimator_options: Mapping[str, Any] | None = None,
         reduce: Reduce | None = None,
         truncated: Truncated = "zero",
@@ -151,6 +156,11 @@ class RewardPipeline:
         self.slicer = get_slicer(slicer) if isinstance(slicer, str) else slicer
         self.calibrator = calibrator or LinearCalibrator()
         self.outcome_estimator, self.process_estimator = outcome_estimator, process_estimator
+        # checked now, not at the first batch: a bad name must stop a run before it starts
+        if outcome_estimator not in get_args(OutcomeEstimator):
+            raise unknown_name("outcome estimator", outcome_estimator, get_args(OutcomeEstimator))
+        if process_estimator not in get_args(ProcessEstimator):
+            raise unknown_name("process estimator", process_estimator, get_args(ProcessEstimator))
         self.estimator_options = dict(estimator_options or {})
         self.reduce: Reduce = reduce or ("last" if mode in PREFIX_MODES else "mean")
         if self.reduce not in get_args(Reduce):

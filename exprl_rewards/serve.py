@@ -60,6 +60,7 @@ from typing import Any
 from .adapters.common import UnscoredPolicy, fill_unscored, judge_silence
 from .adapters.openrlhf import openrlhf_answer, openrlhf_batch
 from .adapters.slime import slime_answer, slime_rollout
+from .cli.parser import ExpRLParser
 from .errors import ConfigError, ExpRLError, InputError, JudgeUnavailable
 from .httpd import BoundedHTTPServer, ClientError, Route, make_handler
 from .judges.health import check_judge, describe_judge
@@ -314,18 +315,28 @@ def _unscored_policy(value: str) -> UnscoredPolicy:
 
 def _parser() -> argparse.ArgumentParser:
     from .cli.judge_args import add_judge_arguments
-    from .templates import MODES, TEMPLATES
+    from .slicers import PRESETS
+    from .templates import DEFAULT_MODE, MODES, TEMPLATES
 
-    p = argparse.ArgumentParser(
+    p = ExpRLParser(
         prog="python -m exprl_rewards.serve",
         description="Serve ExpRL judge rewards over HTTP (OpenRLHF remote reward protocol).",
     )
     p.add_argument("--host", default="127.0.0.1", help="(default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8787, help="(default: 8787)")
-    p.add_argument("--token", default=os.environ.get("EXPRL_SERVE_TOKEN"), help="bearer token")
-    p.add_argument("--mode", choices=MODES, default="outcome", help="(default: outcome)")
+    p.add_argument(
+        "--token",
+        default=os.environ.get("EXPRL_SERVE_TOKEN"),
+        help="a bearer token every request must carry (default: $EXPRL_SERVE_TOKEN; none)",
+    )
+    p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE, help="what the judge scores")
     p.add_argument("--template", help=f"a built-in ({', '.join(TEMPLATES)}) or a .jinja file")
-    p.add_argument("--slicer", default="exprl")
+    p.add_argument(
+        "--slicer",
+        default="exprl",
+        choices=sorted(PRESETS),
+        help="step slicer for process modes ('exprl': '###' steps, as released)",
+    )
     p.add_argument("--calibration", metavar="FILE", help="a calibrator saved by the audit")
     p.add_argument(
         "--unscored",

@@ -46,7 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from .errors import ConfigError
+from .errors import ConfigError, unknown_name
 from .rollout import Segment
 
 __all__ = [
@@ -274,8 +274,7 @@ def get_slicer(name: str, **overrides: Any) -> RegexSlicer:
     try:
         preset = PRESETS[name]
     except KeyError:
-        known = ", ".join(sorted(PRESETS))
-        raise ConfigError(f"unknown slicer {name!r}; known slicers: {known}") from None
+        raise unknown_name("slicer", name, sorted(PRESETS)) from None
     try:
         return dataclasses.replace(preset, **overrides)
     except TypeError as e:

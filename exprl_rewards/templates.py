@@ -40,6 +40,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from .errors import ConfigError, InputError
 
 __all__ = [
+    "DEFAULT_MODE",
     "MODES",
     "PREFIX_MODES",
     "TEMPLATES",
@@ -57,6 +58,9 @@ Order = Literal["cache", "released"]
 MODES: tuple[Mode, ...] = (
     "outcome", "process-segment", "process-prefix", "process-growing", "process-tagged"
 )  # fmt: skip
+# The commands' default (score, serve, audit on outcome labels) and the adapters': the
+# cheapest mode, and the one every trainer's scalar reward takes as it is.
+DEFAULT_MODE: Mode = "outcome"
 # modes whose step score is the progress of the rollout so far (the last one is the whole's)
 PREFIX_MODES: tuple[Mode, ...] = ("process-prefix", "process-growing", "process-tagged")
 

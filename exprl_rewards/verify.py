@@ -39,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .advantages import outcome_advantages, process_advantages
+from .cli.parser import ExpRLParser
 from .ragged import Ragged
 from .tokens import broadcast_to_tokens
 
@@ -269,9 +270,7 @@ def verify(
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m exprl_rewards.verify", description=__doc__.split("\n")[0]
-    )
+    p = ExpRLParser(prog="python -m exprl_rewards.verify", description=__doc__.split("\n")[0])
     p.add_argument("--vocab", type=int, default=2, help="choices per token (default 2)")
     p.add_argument("--segments", type=int, default=3, help="segments per rollout (default 3)")
     p.add_argument("--tokens-per-segment", type=int, default=2, help="(default 2)")

@@ -212,6 +212,7 @@ class _Handler(BaseHTTPRequestHandler):
         key = hashlib.sha256(raw).hexdigest()
         with self.server.lock:
             self.server.bodies.append(request)
+            self.server.authorizations.append(self.headers.get("Authorization"))
             attempt = self.server.attempts.get(key, 0)
             self.server.attempts[key] = attempt + 1
             self.server.requests += 1
@@ -311,6 +312,7 @@ class FaultServer(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.attempts: dict[str, int] = {}
         self.bodies: list[dict[str, Any]] = []  # every request body, parsed, in order
+        self.authorizations: list[str | None] = []  # each request's Authorization header
         self.requests = 0
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 

@@ -496,9 +496,9 @@ def test_the_defaults_work_together_with_the_embedded_judge(tmp_path: Path) -> N
                  "--progress", "off"]) == 0  # fmt: skip
     rows = read(out)
     settings = rows[0]["exprl"]["settings"]
-    assert settings["mode"] == "process-segment"
-    assert settings["template"] == get_template("process-segment-score-only").id
-    reasons = [s["reason"] for r in rows for s in r["exprl"]["segments"]]
+    assert settings["mode"] == "outcome"  # the default of score, serve and the adapters
+    assert settings["template"] == get_template("outcome-score-only").id
+    reasons = [r["exprl"]["reason"] for r in rows]
     assert not any(r and "no score line" in r for r in reasons)
     assert sum(r["exprl"]["score"] is not None for r in rows) >= 3
 

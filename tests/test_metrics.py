@@ -77,3 +77,19 @@ def test_bootstrap_resamples_groups_and_covers_the_truth() -> None:
     by_group = metrics.bootstrap(lambda a: float(a.mean()), paired, groups=groups, n=500)
     assert by_group.high - by_group.low > 1.2 * (by_row.high - by_row.low)
     assert str(metrics.Estimate(float("nan"), 0, 0)) == "n/a"
+
+
+def test_reliability_bins_count_their_units_and_widen_when_few() -> None:
+    from exprl_rewards.metrics import reliability_bins
+
+    p = [0.05] * 2 + [0.95] * 40
+    y = [1, 0] + [1] * 36 + [0] * 4
+    low, high = reliability_bins(p, y)
+    assert (low["n"], high["n"]) == (2, 40)
+    assert low["right"] == 0.5
+    assert high["right"] == pytest.approx(0.9)
+    # two units say little: the interval spans most of [0, 1]; forty say more
+    assert low["high"] - low["low"] > 0.7
+    assert high["high"] - high["low"] < 0.25
+    assert low["low"] < low["right"] < low["high"]
+    assert reliability_bins([float("nan"), 0.5], [1, float("nan")]) == []

@@ -154,7 +154,7 @@ def test_slicers_are_picklable_and_comparable() -> None:
     [
         (
             lambda: get_slicer("paragraph"),
-            "unknown slicer 'paragraph'; known slicers: blank-line, exprl",
+            "unknown slicer 'paragraph'; known: blank-line, exprl",
         ),
         (lambda: get_slicer("exprl", min_char=3), "bad option for slicer 'exprl'"),
         (lambda: RegexSlicer("(", cut="after"), "invalid slicer pattern"),

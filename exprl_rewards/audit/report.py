@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..calibration import SavedCalibrator, probs_matrix
-from ..metrics import Estimate
+from ..metrics import Estimate, reliability_bins
 from .run import Sample
 
 __all__ = ["write_report"]
@@ -136,14 +136,15 @@ def _plots(
     # The headline calibrator is missing when the fit split had too few scored units of
     # both labels to fit it: the plots then show the linear map alone.
     for name in dict.fromkeys(n for n in ("linear", headline) if n in calibrated):
-        p = calibrated[name][keep]
-        m = ~np.isnan(p)
-        edges = np.linspace(0, 1, 11)
-        index = np.clip(np.digitize(p[m], edges) - 1, 0, 9)
-        xs = [p[m][index == b].mean() for b in range(10) if (index == b).any()]
-        ys = [y[keep][m][index == b].mean() for b in range(10) if (index == b).any()]
-        ax.plot(xs, ys, "o-", label=name)
-    ax.set(xlabel="calibrated score", ylabel="fraction right", title="Reliability (eval split)")
+        points = reliability_bins(calibrated[name][keep], y[keep])
+        xs, ys = [b["score"] for b in points], [b["right"] for b in points]
+        errors = [[b["right"] - b["low"] for b in points], [b["high"] - b["right"] for b in points]]
+        ax.errorbar(xs, ys, yerr=errors, fmt="o-", capsize=3, label=f"{name} (95% Wilson)")
+        for b in points:  # how many units each point rests on
+            ax.annotate(f"n={b['n']:.0f}", (b["score"], b["right"]), textcoords="offset points",
+                        xytext=(4, -10), fontsize=7)  # fmt: skip
+    ax.set(xlabel="calibrated score", ylabel="fraction right",
+           title=f"Reliability (eval split, {int(keep.sum())} units)")  # fmt: skip
     ax.legend()
     paths.append(folder / "reliability.png")
     fig.savefig(paths[-1], dpi=100)

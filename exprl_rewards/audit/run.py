@@ -27,6 +27,7 @@ from ..calibration import Kind, LinearCalibrator, PlattCalibrator, SavedCalibrat
 from ..errors import ConfigError
 from ..fitting import fit_calibrator
 from ..judges.health import is_backend_failure
+from ..judges.progress import BatchProgress, listening
 from ..pipeline import RewardPipeline, RolloutResult
 from ..templates import PREFIX_MODES
 from .datasets import Labelled
@@ -255,9 +256,13 @@ def _injections(
 
 
 def judge_items(
-    pipeline: RewardPipeline, items: Sequence[Labelled], batch_size: int
+    pipeline: RewardPipeline,
+    items: Sequence[Labelled],
+    batch_size: int,
+    progress: BatchProgress | None = None,
 ) -> list[RolloutResult]:
-    """Judge every item through the pipeline, whole questions per batch, in input order."""
+    """Judge every item through the pipeline, whole questions per batch, in input order,
+    telling ``progress`` of each batch and each judge answer."""
     by_group: dict[str, list[int]] = {}
     for i, item in enumerate(items):
         by_group.setdefault(item.rollout.group_id, []).append(i)
@@ -267,8 +272,13 @@ def judge_items(
     for n, members in enumerate(groups):
         batch.extend(members)
         if len(batch) >= batch_size or n == len(groups) - 1:
-            scored = pipeline.score_sync([items[i].rollout for i in batch]).results
+            if progress is not None:
+                progress.start_batch(len(batch))
+            with listening(progress):
+                scored = pipeline.score_sync([items[i].rollout for i in batch]).results
             results.update(zip(batch, scored, strict=True))
+            if progress is not None:
+                progress.update(len(batch))
             batch = []
     return [results[i] for i in range(len(items))]
 
@@ -312,6 +322,7 @@ def audit(
     options: AuditOptions = AuditOptions(),
     *,
     meta: dict[str, Any] | None = None,
+    progress: BatchProgress | None = None,
 ) -> tuple[dict[str, Any], list[Sample], dict[str, SavedCalibrator]]:
     """Judge ``items`` and measure the judge.
 
@@ -321,7 +332,7 @@ def audit(
         calibrators fitted on the fit split (``"linear"`` included).
     """
     mode = pipeline.mode
-    results = judge_items(pipeline, items, options.batch_size)
+    results = judge_items(pipeline, items, options.batch_size, progress)
     samples = samples_of(items, results, mode, options)
     low, high = pipeline.template.low, pipeline.template.high
     a = _arrays(samples, high - low + 1)

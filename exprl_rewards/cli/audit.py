@@ -32,12 +32,14 @@ from ..pipeline import RewardPipeline
 from ..slicers import PRESETS
 from ..templates import MODES, Mode, template_named
 from .judge_args import add_judge_arguments, engine_log_of, make_judge
+from .parser import ExpRLParser
+from .summary import Progress
 
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ExpRLParser(
         prog="python -m exprl_rewards.audit",
         description="Audit an LLM judge against labelled rollouts: calibration, bias, injection.",
     )
@@ -100,7 +102,14 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--threshold", type=float, default=0.5, help="(default: 0.5)")
     a.add_argument("--probes", type=int, default=50, help="injection probes (default: 50)")
     a.add_argument("--bootstrap", type=int, default=1000, help="resamples (default: 1000)")
-    a.add_argument("--batch-size", type=int, default=64)
+    a.add_argument("--batch-size", type=int, default=64, help="samples per judge batch")
+    a.add_argument(
+        "--progress",
+        choices=["auto", "on", "lines", "off"],
+        default="auto",
+        help="progress on stderr, sample by sample with the time left: on (a bar), lines"
+        " (a plain line a second at most), auto (the bar on a terminal, else lines), off",
+    )
     add_judge_arguments(p)
     h = p.add_argument_group("hack probes (exprl_rewards.audit.probes)")
     h.add_argument(
@@ -195,7 +204,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "judge": f"{getattr(judge, 'backend', '?')}:{getattr(judge, 'model', '?')}",
             "template_name": pipeline.template.name,
         }
-        report, samples, calibrators = audit(pipeline, items, options, meta=meta)
+        progress = Progress(len(items), args.progress, unit="sample")
+        try:
+            report, samples, calibrators = audit(
+                pipeline, items, options, meta=meta, progress=progress
+            )
+        finally:
+            progress.close()
         if failed := report["parse"]["backend_failed"]:
             example = next(r for r in report["parse"]["reasons"] if r.startswith("backend:"))
             raise JudgeUnavailable(

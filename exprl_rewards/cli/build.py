@@ -23,7 +23,7 @@ from ..judges.cache import JudgeCache
 from ..pipeline import RewardPipeline
 from ..rollout import Rollout
 from ..routing import RoutedPipeline, released_route, released_routes, route_problem
-from ..templates import Mode, template_named
+from ..templates import DEFAULT_MODE, Mode, template_named
 from .judge_args import default_template, is_embedded, make_judge
 
 __all__ = ["AnyPipeline", "build_pipeline", "route_errors", "run_settings", "with_routes"]
@@ -69,7 +69,7 @@ def build_pipeline(args: argparse.Namespace) -> AnyPipeline:
         score_only = args.score_only or is_embedded(args)
         return RoutedPipeline(released_routes(judge, score_only=score_only, **options))
     prm = getattr(args, "prm", None)  # a PRM scores every step in one pass: process-tagged
-    mode: Mode = args.mode or ("process-tagged" if prm else "process-segment")
+    mode: Mode = args.mode or ("process-tagged" if prm else DEFAULT_MODE)
     template = args.template or default_template(args, mode)
     if template:
         template = template_named(template, mode=mode, score_only=args.score_only)

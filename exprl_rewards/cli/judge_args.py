@@ -6,6 +6,7 @@ import argparse
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from ..errors import ExpRLError
 from ..guards import DEFAULT_GUARDS, GUARDS
@@ -32,13 +33,24 @@ EMBEDDED_BLOCK_SIZE = 32
 
 def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the "judge" option group: server, model, limits, prefill, cache."""
-    j = parser.add_argument_group("judge")
+    j = parser.add_argument_group(
+        "judge", "the embedded default judge, a server (--base-url, --model), a vLLM model in"
+        " this process (--vllm-model) or a PRM (--prm); EXPRL_JUDGE_BASE_URL,"
+        " EXPRL_JUDGE_MODEL and EXPRL_JUDGE_API_KEY set the server, as for the adapters",
+    )  # fmt: skip
+    urls = [u.strip() for u in os.environ.get("EXPRL_JUDGE_BASE_URL", "").split(",") if u.strip()]
     j.add_argument(
         "--base-url",
-        action="append",
-        help="OpenAI-compatible server URL (.../v1); repeat for replicas",
+        action=_Replicas,
+        default=urls or None,
+        help="OpenAI-compatible server URL (.../v1); repeat for replicas (default:"
+        " $EXPRL_JUDGE_BASE_URL, comma-separated; else the embedded judge)",
     )
-    j.add_argument("--model", help="model name on the server (with --base-url)")
+    j.add_argument(
+        "--model",
+        default=os.environ.get("EXPRL_JUDGE_MODEL"),
+        help="model name on the server (default: $EXPRL_JUDGE_MODEL)",
+    )
     j.add_argument(
         "--judge-revision",
         metavar="ID",
@@ -46,7 +58,10 @@ def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
         " score and part of the cache key (default: what the server's /v1/models reports)",
     )
     j.add_argument(
-        "--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key"
+        "--api-key-env",
+        metavar="VAR",
+        help="environment variable holding the API key (default: EXPRL_JUDGE_API_KEY, else"
+        " OPENAI_API_KEY; none needed for a local vLLM server)",
     )
     j.add_argument(
         "--vllm-model", help="a model directory or name to run with vLLM in this process"
@@ -139,14 +154,27 @@ def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _Replicas(argparse._AppendAction):  # an append action, as score_file reads it
+    """``--base-url`` given again adds a replica; given once, it replaces the default
+    from the environment instead of adding to it."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+        values: Any, option_string: str | None = None,
+    ) -> None:  # fmt: skip
+        current = getattr(namespace, self.dest, None)
+        urls = [] if current is None or current is self.default else list(current)
+        setattr(namespace, self.dest, [*urls, values])
+
+
 def make_judge(args: argparse.Namespace, cache: JudgeCache | None) -> Judge:
     """The judge the options name: a server, a local vLLM model, or the embedded default."""
     top = args.top_logprobs or None
     if args.model and not args.base_url:
         raise ExpRLError(
-            f"--model {args.model} names a model on a server, but no --base-url says which"
-            " server; add --base-url http://HOST:PORT/v1 (or use --vllm-model for a model"
-            " run in this process)"
+            f"--model {args.model} (or $EXPRL_JUDGE_MODEL) names a model on a server, but no"
+            " --base-url (or $EXPRL_JUDGE_BASE_URL) says which server; add --base-url"
+            " http://HOST:PORT/v1 (or use --vllm-model for a model run in this process)"
         )
     if sum(map(bool, (args.base_url, args.vllm_model, getattr(args, "prm", None)))) > 1:
         raise ExpRLError("--base-url, --vllm-model and --prm each name a judge; give one")
@@ -198,7 +226,7 @@ def make_judge(args: argparse.Namespace, cache: JudgeCache | None) -> Judge:
 
 def is_embedded(args: argparse.Namespace) -> bool:
     """The options name the embedded default judge (no server, no vLLM model)."""
-    return not args.base_url and not args.vllm_model
+    return not args.base_url and not args.vllm_model and not getattr(args, "prm", None)
 
 
 def default_template(args: argparse.Namespace, mode: str) -> str | None:

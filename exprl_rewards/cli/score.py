@@ -38,11 +38,12 @@ from typing import Any
 from ..errors import ConfigError, ExpRLError, InputError, JudgeUnavailable
 from ..jsonl import FieldMap, SourceRow, read_rollouts
 from ..judges.health import check_judge_sync, describe_judge
+from ..judges.progress import listening
 from ..pipeline import BatchResult
 from .build import AnyPipeline, build_pipeline, route_errors, run_settings, with_routes
 from .checks import BadRows, check_resume, errors_file, skip_bad_rows
 from .failures import BackendFailures
-from .judge_args import engine_log_of
+from .judge_args import engine_log_of, is_embedded
 from .output import Output, check_output, check_side_files, open_output
 from .records import input_digest, record
 from .score_args import score_parser
@@ -85,7 +86,7 @@ def _report(
     summary = summarize(batches, good, bad, resumed, time.perf_counter() - start)
     summary["backend_failed"] = failures.failed
     summary["not_written"] = failures.withheld
-    print_summary(summary, sys.stderr)
+    print_summary(summary, sys.stderr, output=args.output, embedded=is_embedded(args))
     if args.summary_json:
         path = Path(args.summary_json)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,7 +108,9 @@ def _score_here(
     but no group that the judge did not fully answer (``failures``)."""
     for batch in batches:
         rollouts = [r.rollout for r in batch]
-        result = pipeline.score_sync(rollouts)
+        progress.start_batch(sum(r.id not in output.done for r in rollouts))
+        with listening(progress):
+            result = pipeline.score_sync(rollouts)
         results.append(result)
         graded = []
         for row, res, (route, graded_by) in zip(
@@ -160,8 +163,6 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
         rows, errors = [r for r in rows if (r.path, r.line) not in bad], errors + split
     if errors and args.on_error == "raise":
         raise BadRows(errors)
-    if errors:
-        skip_bad_rows(errors, args)
     try:
         pipeline = build_pipeline(args)
     except (InputError, OSError) as e:  # a template file that cannot be read: an option's
@@ -170,6 +171,8 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
                                args.output_field)  # fmt: skip
     if not args.no_judge_check and (not args.ray or hasattr(pipeline.judge, "check")):
         check_judge_sync(pipeline.judge)  # before anything is written
+    if errors:  # the side file too: a run refused at start-up leaves nothing behind
+        skip_bad_rows(errors, args)
     settings = run_settings(pipeline, args)
     output = open_output(args.output, name=args.output_field, settings=settings,
                          input_path=args.input)  # fmt: skip

@@ -12,9 +12,10 @@ from .. import __version__
 from ..calibration import NORM_STRATEGIES
 from ..jsonl import FieldMap
 from ..slicers import PRESETS
-from ..templates import MODES, TEMPLATES
+from ..templates import DEFAULT_MODE, MODES, TEMPLATES
 from .failures import DEFAULT_MAX_BACKEND_FAILURES
 from .judge_args import add_judge_arguments
+from .parser import ExpRLParser
 
 __all__ = ["positive_int", "score_parser"]
 
@@ -43,7 +44,7 @@ def _share(value: str) -> float:
 
 def score_parser() -> argparse.ArgumentParser:
     """The score command's argument parser."""
-    p = argparse.ArgumentParser(
+    p = ExpRLParser(
         prog="python -m exprl_rewards.score",
         description="Grade JSONL rollouts with an LLM judge against hidden references (ExpRL).",
         epilog="exit codes: 0 done; 1 a bad option or output; 2 bad input rows; 3 the judge"
@@ -63,7 +64,13 @@ def score_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"exprl-rewards {__version__}")
     g = p.add_argument_group("what to grade")
-    g.add_argument("--mode", choices=MODES, help="(default: process-segment, as released)")
+    g.add_argument(
+        "--mode",
+        choices=MODES,
+        help=f"what the judge scores: the whole response (outcome) or each step (process-*;"
+        f" the released setting is process-segment with --slicer exprl); the same default"
+        f" as serve and the adapters (default: {DEFAULT_MODE}; process-tagged with --prm)",
+    )
     g.add_argument(
         "--route",
         choices=["released"],
@@ -169,9 +176,11 @@ def score_parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--progress",
-        choices=["auto", "on", "off"],
+        choices=["auto", "on", "lines", "off"],
         default="auto",
-        help="progress bar (auto: when stderr is a terminal)",
+        help="progress on stderr, row by row with the time left: on (a bar), lines (a plain"
+        " line a second at most, for logs), auto (the bar on a terminal, else lines), off"
+        " (default: %(default)s)",
     )
     r.add_argument(
         "--ray",

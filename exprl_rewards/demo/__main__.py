@@ -25,6 +25,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ..cli.parser import ExpRLParser
 from ..errors import MissingExtraError
 from .race import CURVES, QUICK, DemoConfig, RunResult, run, tune
 from .report import plot, summarise, table
@@ -57,7 +58,7 @@ ALARM_COLUMNS = {
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = ExpRLParser(
         prog="python -m exprl_rewards.demo",
         description="Sparse, outcome and process rewards race on a numpy testbed.",
     )
@@ -74,7 +75,9 @@ def experiments(config: DemoConfig, progress: bool) -> dict[str, Any]:
     seeds = range(config.seeds)
     tuning = len(METHODS) * len(config.lr_grid) * config.tune_seeds
     runs_total = config.seeds * (len(METHODS) + 2 * (len(NOISE) - 1) + 2 * len(FLAWS))
-    bar = tqdm(desc="runs", unit="run", disable=not progress, total=tuning + runs_total)
+    # disable=None: no bar when stderr is not a terminal (no frames in a redirected log)
+    off = None if progress else True
+    bar = tqdm(desc="runs", unit="run", disable=off, total=tuning + runs_total)
     default = JudgeSim()
 
     def tick() -> None:

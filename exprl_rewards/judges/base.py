@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import hashlib
 import json
 import math
@@ -52,6 +53,7 @@ from ..parsing import (
 )
 from ..rollout import Score
 from ..templates import ChatMessage, JudgeTemplate
+from . import progress
 
 if TYPE_CHECKING:
     from .cache import JudgeCache
@@ -537,6 +539,7 @@ class CachedBatch:
             else:
                 first[k] = i
                 self.todo.append(i)
+        progress.asked(len(self.todo))
 
     def done(self, judged: dict[int, Judgement]) -> list[Judgement]:
         """All judgements in request order, given those of :attr:`todo`."""
@@ -572,7 +575,8 @@ def run_sync(factory: Callable[[], Awaitable[T]]) -> T:
     except RuntimeError:
         return asyncio.run(main())
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, main()).result()
+        # in this thread's context, as asyncio.run would be (a progress listener)
+        return pool.submit(contextvars.copy_context().run, asyncio.run, main()).result()
 
 
 def judge_sync(judge: Judge, requests: Sequence[JudgeRequest]) -> list[Judgement]:

@@ -44,6 +44,7 @@ import openai
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from ..errors import ConfigError, JudgeUnavailable
+from . import progress
 from .base import CachedBatch, Judgement, JudgeRequest, RawOutput, TokenLogprobs, finish, unscored
 from .cache import JudgeCache
 from .health import CHECK_REQUEST, require_answered
@@ -127,7 +128,8 @@ class OpenAIJudge:
         base_url: the server's ``.../v1`` URL, or a list of replicas; None means OpenAI.
         api_key: the key; default: the environment variable ``api_key_env``, else
             ``"EMPTY"`` (what a local vLLM server accepts).
-        api_key_env: where to read the key (default ``OPENAI_API_KEY``).
+        api_key_env: where to read the key (default: ``EXPRL_JUDGE_API_KEY``, else
+            ``OPENAI_API_KEY``).
         temperature: sampling temperature (0: greedy, as released).
         max_tokens: generation limit (released: 2048).
         top_logprobs: alternatives to return per token (vLLM: up to its
@@ -159,7 +161,7 @@ class OpenAIJudge:
         *,
         base_url: str | Sequence[str] | None = None,
         api_key: str | None = None,
-        api_key_env: str = "OPENAI_API_KEY",
+        api_key_env: str | None = None,
         temperature: float = 0.0,
         max_tokens: int = 2048,
         top_logprobs: int | None = None,
@@ -191,7 +193,8 @@ class OpenAIJudge:
                 )
         self.model = model
         self.base_urls = urls
-        self.api_key = api_key or os.environ.get(api_key_env) or "EMPTY"
+        names = (api_key_env,) if api_key_env else ("EXPRL_JUDGE_API_KEY", "OPENAI_API_KEY")
+        self.api_key = api_key or next(filter(None, map(os.environ.get, names)), "EMPTY")
         self.temperature, self.max_tokens, self.top_logprobs = temperature, max_tokens, top_logprobs
         self.concurrency, self.timeout, self.max_attempts = concurrency, timeout, max_attempts
         self.backoff, self.max_backoff = backoff, max_backoff
@@ -379,6 +382,7 @@ class OpenAIJudge:
         except asyncio.CancelledError:
             raise
         except Exception as e:  # every failure becomes a visible, unscored judgement
+            progress.answered()
             more = f" after {attempts} attempts" if attempts > 1 else ""
             return unscored(
                 request,
@@ -388,6 +392,7 @@ class OpenAIJudge:
                 latency_s=time.perf_counter() - start,
                 attempts=attempts,
             )
+        progress.answered()
         judgement = finish(
             request,
             raw,

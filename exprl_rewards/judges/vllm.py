@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import io
 import os
 import threading
 import time
@@ -27,6 +28,7 @@ from typing import Any
 
 from ..errors import MissingExtraError
 from ..local_model import cpu_dtype
+from . import progress
 from .base import CachedBatch, Judgement, JudgeRequest, RawOutput, TokenLogprobs, finish, unscored
 from .cache import JudgeCache
 from .logs import engine_output
@@ -191,7 +193,7 @@ class VLLMJudge:
                 outputs = engine.chat(
                     conversations,
                     params,
-                    use_tqdm=False,
+                    use_tqdm=_answers,
                     add_generation_prompt=not prefilled,
                     continue_final_message=prefilled,
                 )
@@ -206,6 +208,7 @@ class VLLMJudge:
                 results.update(self._generate(requests, keys, todo[half:], prefilled))
                 return results
             elapsed = time.perf_counter() - start
+            progress.answered(len(todo))
             reason = f"backend: vLLM failed: {type(e).__name__}: {e}"[:300]
             return {
                 i: unscored(
@@ -231,6 +234,19 @@ class VLLMJudge:
                 if raw.problem() is None
             )
         return judged
+
+
+def _answers(*args: Any, **kwargs: Any) -> Any:
+    """vLLM's progress bar, made silent: each finished request is reported to the
+    judge's progress listener (:mod:`~exprl_rewards.judges.progress`) instead."""
+    from tqdm import tqdm
+
+    class Answers(tqdm):  # type: ignore[type-arg]
+        def update(self, n: float | None = 1) -> bool | None:
+            progress.answered(int(n or 0))
+            return super().update(n)
+
+    return Answers(*args, **{**kwargs, "file": io.StringIO(), "dynamic_ncols": False})
 
 
 def _raw_output(output: Any) -> RawOutput:

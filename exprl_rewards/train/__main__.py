@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..cli.parser import ExpRLParser, RawDefaultsFormatter
 from ..errors import ExpRLError
 from .config import PRESETS, TrainConfig, load_config
 
@@ -21,12 +22,12 @@ CONFIG is a TOML file or a preset ({", ".join(PRESETS)}). Examples:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = ExpRLParser(
         prog="python -m exprl_rewards.train",
         description="ExpRL's thin reference trainer (Stage I: judge rewards against a hidden "
         "reference; Stage II: sparse final-answer rewards).",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawDefaultsFormatter,
     )
     p.add_argument("command", nargs="?", choices=["train", "eval"], default="train")
     p.add_argument("config", help="a TOML file or a preset name")
@@ -52,7 +53,7 @@ def configure(args: argparse.Namespace) -> TrainConfig:
 
 
 def plot(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(
+    p = ExpRLParser(
         prog="python -m exprl_rewards.train plot",
         description="Draw the metrics of runs side by side (reward, KL, entropy, length).",
     )

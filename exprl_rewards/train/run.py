@@ -168,7 +168,8 @@ class Run:
 
         target = self.config.run.steps if steps is None else self.step + steps
         rows = []
-        bar = tqdm(total=target, initial=self.step, disable=not progress, desc="train", unit="step")
+        bar = tqdm(total=target, initial=self.step, disable=None if progress else True,
+                   desc="train", unit="step")  # fmt: skip  # None: off when not a terminal
         with (
             (self.out / "metrics.jsonl").open("a", encoding="utf-8") as log,
             (self.out / "samples.jsonl").open("a", encoding="utf-8") as sample_log,
