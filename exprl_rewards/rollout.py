@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from .errors import InputError
 
-__all__ = ["Rollout", "Score", "Segment", "scores_to_array"]
+__all__ = ["GuardHit", "Rollout", "Score", "Segment", "scores_to_array"]
 
 
 @dataclass(frozen=True)
@@ -176,3 +176,15 @@ def scores_to_array(scores: Iterable[Score | float | None]) -> npt.NDArray[np.fl
     """
     values = [s.value if isinstance(s, Score) else s for s in scores]
     return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class GuardHit:
+    """A guard that fired on a rollout: its name, why, and the spans it acted on."""
+
+    guard: str
+    detail: str
+    spans: tuple[tuple[int, int], ...] = ()
+
+    def to_dict(self) -> dict[str, object]:
+        return {"guard": self.guard, "detail": self.detail, "spans": [list(s) for s in self.spans]}

@@ -28,8 +28,7 @@ import numpy as np
 
 from .answers import extract_answer, reference_answer, verify
 from .errors import ConfigError
-from .guards import GuardHit
-from .rollout import Rollout
+from .rollout import GuardHit, Rollout
 
 __all__ = ["SecondLook", "VerifierCap", "apply_score_guards"]
 

@@ -87,9 +87,10 @@ class RegexSlicer:
             None means no cap.
         flags: ``re`` flags for ``pattern``.
 
-    >>> s = RegexSlicer(r"###", cut="after", whitespace="keep")
-    >>> [seg.text for seg in s.split("a ### b ### c")]
-    ['a ###', ' b ###', ' c']
+    Examples:
+        >>> s = RegexSlicer(r"###", cut="after", whitespace="keep")
+        >>> [seg.text for seg in s.split("a ### b ### c")]
+        ['a ###', ' b ###', ' c']
     """
 
     pattern: str
@@ -193,8 +194,9 @@ def delimiter_slicer(
         delimiter: the literal boundary, e.g. ``"###"`` or ``"\\n\\n"``.
         cut, whitespace, min_chars, max_segments: as for :class:`RegexSlicer`.
 
-    >>> [s.text for s in delimiter_slicer("\\n\\n").split("a\\n\\nb")]
-    ['a\\n\\n', 'b']
+    Examples:
+        >>> [s.text for s in delimiter_slicer("\\n\\n").split("a\\n\\nb")]
+        ['a\\n\\n', 'b']
     """
     if not delimiter:
         raise ConfigError("delimiter must be a non-empty string")
@@ -266,10 +268,11 @@ def get_slicer(name: str, **overrides: Any) -> RegexSlicer:
         name: a key of :data:`PRESETS`.
         **overrides: fields of :class:`RegexSlicer` to change, e.g. ``min_chars=20``.
 
-    >>> [s.text for s in get_slicer("exprl").split("a ###\\nb")]
-    ['a ###', '\\nb']
-    >>> get_slicer("newline", max_segments=2).max_segments
-    2
+    Examples:
+        >>> [s.text for s in get_slicer("exprl").split("a ###\\nb")]
+        ['a ###', '\\nb']
+        >>> get_slicer("newline", max_segments=2).max_segments
+        2
     """
     try:
         preset = PRESETS[name]

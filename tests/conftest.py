@@ -63,8 +63,11 @@ def judge_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServe
 
 
 def readme_snippet(name: str) -> tuple[str, str]:
-    """The language and code of the README block marked ``<!-- readme-test: NAME -->``."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    match = re.search(rf"<!-- readme-test: {name} -->\n```(\w+)\n(.*?)```", readme, re.S)
-    assert match, f"README snippet {name!r} not found"
-    return match.group(1), match.group(2)
+    """The language and code of the block marked ``<!-- readme-test: NAME -->`` in the
+    README or a page of ``docs/``."""
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        match = re.search(rf"<!-- readme-test: {name} -->\n```(\w+)\n(.*?)```", text, re.S)
+        if match:
+            return match.group(1), match.group(2)
+    raise AssertionError(f"snippet {name!r} not found in the README or docs/")

@@ -289,7 +289,7 @@ def test_slow_judging_becomes_an_explicit_504(fault: FaultServer) -> None:
     assert "longer than 0.5 s" in reply.json()["error"]
 
 
-# --- the README's snippets ------------------------------------------------------------
+# --- the docs' snippets --------------------------------------------------------------
 
 
 def free_port() -> int:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+import graphlib
 import re
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +67,28 @@ def test_vllm_judge_without_vllm_names_the_extra(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setitem(sys.modules, "vllm", None)  # what a missing package looks like
     with pytest.raises(MissingExtraError, match=r"pip install 'exprl-rewards\[cpu\]'"):
         VLLMJudge("any-model")
+
+
+def _imports(module: str, path: Path, modules: set[str]) -> set[str]:
+    """The package modules ``module`` imports, TYPE_CHECKING and lazy imports included."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            parts = package.split(".")
+            base = ".".join([*parts[: len(parts) - node.level + 1], node.module or ""]).strip(".")
+            for alias in node.names:
+                target = f"{base}.{alias.name}"
+                found.add(target if target in modules else base)
+    return (found & modules) - {module}
+
+
+def test_the_package_has_no_import_cycles() -> None:
+    """Each module sits below the ones that import it: no cycle, not even one that only
+    type checking or a function-level import closes (graphlib finds any)."""
+    paths = {}
+    for path in (ROOT / "exprl_rewards").rglob("*.py"):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        paths[name.removesuffix(".__init__")] = path
+    graph = {m: _imports(m, p, set(paths)) for m, p in paths.items()}
+    graphlib.TopologicalSorter(graph).prepare()  # raises CycleError naming the cycle

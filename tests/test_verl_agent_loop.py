@@ -56,7 +56,7 @@ GROUPS = [0, 0, 1, 1]
 
 
 def ppo_config(fault: FaultServer, *, manager: str | None = MANAGER_CLASS) -> Any:
-    """verl's own generated PPO config with the README's process-reward keys."""
+    """verl's own generated PPO config with the docs' process-reward keys (docs/trainers/verl.md)."""
     cfg = OmegaConf.load(Path(verl.__file__).parent / "trainer/config/_generated_ppo_trainer.yaml")
     cfg.actor_rollout_ref.model.path = str(default_model_dir())
     cfg.actor_rollout_ref.rollout.name = "vllm"

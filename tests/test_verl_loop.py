@@ -1,5 +1,5 @@
 """The verl adapter in verl 0.9.1's own reward loop: ``RewardLoopWorker`` (the class
-verl's ``RewardLoopManager`` runs as Ray actors) loads the README's reward file through
+verl's ``RewardLoopManager`` runs as Ray actors) loads the docs' reward file (docs/trainers/verl.md) through
 ``load_reward_manager``, scores a batch with ``compute_score_batch`` (one
 ``run_single`` task per sample, as in training) and the naive manager assembles
 ``rm_scores``. The judge is the fault server's deterministic one over real HTTP.
@@ -34,7 +34,7 @@ with warnings.catch_warnings():
 
 
 def readme_reward_file(folder: Path) -> Path:
-    """The README's verl reward file, written into ``folder``."""
+    """The docs' verl reward file, written into ``folder``."""
     _, code = readme_snippet("verl")
     path = folder / "exprl_verl_reward.py"
     path.write_text(code)
@@ -42,7 +42,7 @@ def readme_reward_file(folder: Path) -> Path:
 
 
 def config(reward_file: Path, **reward_kwargs: Any) -> Any:
-    """The parts of verl's PPO config the reward loop reads, with the README's keys."""
+    """The parts of verl's PPO config the reward loop reads, with the docs' keys."""
     return OmegaConf.create({
         "actor_rollout_ref": {"model": {"path": str(default_model_dir()), "tokenizer_path": None}},
         "reward": {
@@ -217,7 +217,7 @@ def test_on_the_streaming_path_an_unscored_response_gets_its_whole_groups_mean(
 ) -> None:
     """verl's agent loop scores each response when its rollout finishes; here they arrive
     0.3 s apart (longer than batch_wait_s), one run_single each, through verl's real
-    RewardLoopWorker and the README's reward file. Scored responses are answered at
+    RewardLoopWorker and the docs' reward file. Scored responses are answered at
     once; the unscored one waits for its group and gets the whole group's mean (before:
     the neutral 0.5, as it was judged alone)."""
     reward_file = readme_reward_file(tmp_path)

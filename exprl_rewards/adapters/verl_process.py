@@ -8,7 +8,7 @@ This module imports verl and torch; verl loads it (``pkg://`` below) and nothing
     reward.reward_manager.source=importlib
     reward.reward_manager.name=ExpRLProcessRewardManager
     reward.reward_manager.module.path=pkg://exprl_rewards.adapters.verl_process
-    actor_rollout_ref.rollout.agent.agent_loop_manager_class=\
+    +actor_rollout_ref.rollout.agent.agent_loop_manager_class=\
         exprl_rewards.adapters.verl_process.ExpRLAgentLoopManager
     +reward.custom_reward_function.reward_kwargs.base_url=...  (model, mode, slicer...)
     algorithm.adv_estimator=exprl_delta      # or exprl_end, exprl_group, exprl_prefix,
@@ -149,7 +149,7 @@ def _check_agent_loop(config: Any) -> None:
             return
     raise ConfigError(
         "verl's agent loop keeps one number per response, so process rewards need"
-        f" actor_rollout_ref.rollout.agent.agent_loop_manager_class={MANAGER_CLASS}"
+        f" +actor_rollout_ref.rollout.agent.agent_loop_manager_class={MANAGER_CLASS}"
         f" (it writes the steps back; got {name!r})"
     )
 

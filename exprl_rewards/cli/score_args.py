@@ -7,8 +7,8 @@ flow reads on one screen. Building the parser imports no judge backend.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 
-from .. import __version__
 from ..calibration import NORM_STRATEGIES
 from ..jsonl import FieldMap
 from ..slicers import PRESETS
@@ -18,6 +18,15 @@ from .judge_args import add_judge_arguments
 from .parser import ExpRLParser
 
 __all__ = ["positive_int", "score_parser"]
+
+
+def _version() -> str:
+    """The installed package's version (read from its metadata, not the package, which
+    imports this module's callers)."""
+    try:
+        return importlib.metadata.version("exprl-rewards")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def positive_int(value: str) -> int:
@@ -62,7 +71,7 @@ def score_parser() -> argparse.ArgumentParser:
         required=True,
         help="JSONL output (appended, resumable), or - for standard output",
     )
-    p.add_argument("--version", action="version", version=f"exprl-rewards {__version__}")
+    p.add_argument("--version", action="version", version=f"exprl-rewards {_version()}")
     g = p.add_argument_group("what to grade")
     g.add_argument(
         "--mode",

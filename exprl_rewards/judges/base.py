@@ -38,9 +38,9 @@ import contextvars
 import hashlib
 import json
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from ..parsing import (
     ParsedScore,
@@ -54,9 +54,6 @@ from ..parsing import (
 from ..rollout import Score
 from ..templates import ChatMessage, JudgeTemplate
 from . import progress
-
-if TYPE_CHECKING:
-    from .cache import JudgeCache
 
 __all__ = [
     "DEFAULT_MIN_MASS",
@@ -500,6 +497,13 @@ def unscored(
     )
 
 
+class AnswerCache(Protocol):
+    """What :class:`CachedBatch` reads of a cache (:class:`~.cache.JudgeCache`), so that
+    this module sits below the cache that stores its outputs."""
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, RawOutput]: ...
+
+
 class CachedBatch:
     """The bookkeeping every backend shares: cache hits, and identical requests.
 
@@ -513,7 +517,7 @@ class CachedBatch:
         self,
         requests: Sequence[JudgeRequest],
         keys: Sequence[str],
-        cache: JudgeCache | None,
+        cache: AnswerCache | None,
         *,
         backend: str,
         model: str,

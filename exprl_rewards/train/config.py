@@ -20,7 +20,7 @@ key                            default                released
 
 ``cpu-tiny`` shrinks these to what a 2-core CPU runs in seconds a step (SmolLM2-135M as
 policy and judge, 4 prompts x 4 rollouts, 160 tokens, lr 1e-5 so that 30 steps move
-the policy). ``gpu-paper`` is the paper's setting (see the README's memory plan); it is
+the policy). ``gpu-paper`` is the paper's setting (see docs/training.md's memory plan); it is
 documented, not run here.
 """
 
