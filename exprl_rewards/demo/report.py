@@ -114,6 +114,13 @@ def _band(ax: Any, runs: list[RunResult], curve: str, label: str) -> None:
     ax.fill_between(x, mean - 1.96 * sem, mean + 1.96 * sem, color=line.get_color(), alpha=0.15)
 
 
+def _stages(ax: Any, stage_one: int) -> None:
+    """Mark where Stage I (the method's own reward) hands over to Stage II (sparse)."""
+    ax.axvline(stage_one + 0.5, color="grey", ls=":", lw=1)
+    ax.annotate(" Stage II: sparse reward", (stage_one + 0.5, 0.02), fontsize=7, color="grey",
+                xycoords=("data", "axes fraction"))  # fmt: skip
+
+
 def plot(results: dict[str, Any], stage_one: int, path: Path) -> Path:
     """The six-panel figure: the race's curves, the noise sweep, the exploitable judge."""
     try:
@@ -131,7 +138,7 @@ def plot(results: dict[str, Any], stage_one: int, path: Path) -> Path:
     for ax, (curve, title) in zip(axes[0], panels, strict=True):
         for method, runs in race.items():
             _band(ax, runs, curve, method)
-        ax.axvline(stage_one + 0.5, color="grey", ls=":", lw=1)
+        _stages(ax, stage_one)
         ax.set(title=title, xlabel="update (Stage I | Stage II: sparse)")
     axes[0][0].legend(fontsize=7)
     ax = axes[1][0]
@@ -151,7 +158,7 @@ def plot(results: dict[str, Any], stage_one: int, path: Path) -> Path:
         _band(ax, exploited, curve, "exploitable judge")
         if curve == "reward":
             _band(ax, exploited, "quirk", "exploitable: rollouts with the quirk")
-        ax.axvline(stage_one + 0.5, color="grey", ls=":", lw=1)
+        _stages(ax, stage_one)
         ax.set(title=title, xlabel="update")
         ax.legend(fontsize=7)
     fig.tight_layout()

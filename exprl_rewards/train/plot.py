@@ -11,9 +11,12 @@ what the updates did beyond the noise of sampling.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..errors import InputError, MissingExtraError
 
@@ -24,6 +27,8 @@ PANELS = (
     ("kl", "KL to the reference (k3, per token)"),
     ("entropy", "token entropy (nats)"),
     ("response_tokens_mean", "response length (tokens)"),
+    ("truncated_rate", "cut at the length limit (share)"),
+    ("unscored_rate", "unscored by the judge (share)"),
 )
 
 
@@ -41,8 +46,20 @@ def _values(rows: Sequence[dict[str, Any]], key: str) -> list[float]:
     return [float("nan") if r.get(key) is None else float(r[key]) for r in rows]
 
 
+def _seeds(
+    every: Sequence[Sequence[dict[str, Any]]], names: Sequence[str], key: str
+) -> dict[str, tuple[list[int], list[list[float]]]]:
+    """Per label, the steps and one curve per run: runs that share a label are seeds."""
+    out: dict[str, tuple[list[int], list[list[float]]]] = {}
+    for rows, name in zip(every, names, strict=True):
+        steps, curves = out.setdefault(name, ([r["step"] for r in rows], []))
+        curves.append(_values(rows[: len(steps)], key))
+    return out
+
+
 def plot_runs(runs: Sequence[Path], out: Path, labels: Sequence[str] | None = None) -> Path:
-    """Draw each run's curves into one PNG; return its path."""
+    """Draw each run's curves into one PNG; return its path. Runs given the same label
+    are seeds of one setting: drawn as their mean, with the range of the seeds shaded."""
     try:
         import matplotlib
 
@@ -55,15 +72,26 @@ def plot_runs(runs: Sequence[Path], out: Path, labels: Sequence[str] | None = No
     watched = any("hack/canary_reward" in r for rows in every for r in rows)
     n = len(PANELS) + watched
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4))
+    for ax, (key, title) in zip(axes, PANELS, strict=False):
+        for name, (steps, curves) in _seeds(every, names, key).items():
+            n_steps = min(len(steps), *(len(c) for c in curves))
+            grid = np.array([c[:n_steps] for c in curves], dtype=float)
+            x = steps[:n_steps]
+            with warnings.catch_warnings():  # a step no seed logged: a gap, not a warning
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = np.nanmean(grid, axis=0)
+                low, high = np.nanmin(grid, axis=0), np.nanmax(grid, axis=0)
+            seeds = f" ({len(curves)} seeds)" if len(curves) > 1 else ""
+            ax.plot(x, mean, label=name + seeds)
+            if len(curves) > 1:
+                ax.fill_between(x, low, high, alpha=0.2)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step")
     for rows, name in zip(every, names, strict=True):
         steps = [r["step"] for r in rows]
-        for ax, (key, title) in zip(axes, PANELS, strict=False):
-            line = ax.plot(steps, _values(rows, key), label=name)
-            ax.set_title(title, fontsize=9)
-            ax.set_xlabel("step")
         if watched:
             ax = axes[-1]
-            colour = line[0].get_color()
+            colour = axes[0].get_lines()[list(dict.fromkeys(names)).index(name)].get_color()
             ax.plot(steps, _values(rows, "hack/honest_reward"), color=colour)
             ax.plot(steps, _values(rows, "hack/canary_reward"), color=colour, linestyle="--")
             alarms = [r["step"] for r in rows if r.get("hack/alarm")]
