@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exprl_rewards import Rollout
-from exprl_rewards.local_model import VLLMServer
+from exprl_rewards.judges.local_model import VLLMServer
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 GSM8K_MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")

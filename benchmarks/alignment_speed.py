@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 
 from exprl_rewards.adapters import token_offsets
-from exprl_rewards.alignment import token_segment_ids
-from exprl_rewards.local_model import default_model_dir
-from exprl_rewards.slicers import get_slicer
+from exprl_rewards.judges.local_model import default_model_dir
+from exprl_rewards.text.alignment import token_segment_ids
+from exprl_rewards.text.slicers import get_slicer
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 DELIMITER = "\n\n"

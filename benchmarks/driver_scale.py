@@ -38,7 +38,7 @@ def measure(path: Path) -> dict[str, float]:
     """In this process: read, validate, batch and pickle, as the driver does."""
     from exprl_rewards.cli.ray_score import _dataset_rows
     from exprl_rewards.cli.score import _batches
-    from exprl_rewards.jsonl import read_rollouts
+    from exprl_rewards.io.jsonl import read_rollouts
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from _common import DATA, Cost, judge_server, measure, spread
 
 from exprl_rewards import OpenAIJudge, RewardPipeline, Rollout, Segment
-from exprl_rewards.local_model import VLLMServer
-from exprl_rewards.templates import Mode
+from exprl_rewards.judges.local_model import VLLMServer
+from exprl_rewards.judges.templates import Mode
 
 MODES: tuple[Mode, ...] = ("process-segment", "process-prefix")
 

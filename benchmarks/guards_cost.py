@@ -30,11 +30,11 @@ from pathlib import Path
 from _common import gsm8k_rollouts
 
 from exprl_rewards import RewardPipeline
-from exprl_rewards.answers import verify
 from exprl_rewards.audit import load_dataset
-from exprl_rewards.guards import DEFAULT_GUARDS, get_guards
 from exprl_rewards.judges import Judgement, JudgeRequest
-from exprl_rewards.metrics import auroc
+from exprl_rewards.judges.guards import DEFAULT_GUARDS, get_guards
+from exprl_rewards.rewards.metrics import auroc
+from exprl_rewards.text.answers import verify
 
 
 class _NoJudge:
@@ -78,7 +78,7 @@ def cpu(questions: int, repeats: int) -> None:
 
 def judged(questions: int) -> None:
     from exprl_rewards.judges import OpenAIJudge
-    from exprl_rewards.local_model import VLLMServer
+    from exprl_rewards.judges.local_model import VLLMServer
 
     items = load_dataset("gsm8k-solutions")[: questions * 4]
     rollouts = [i.rollout for i in items]

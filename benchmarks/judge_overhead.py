@@ -32,8 +32,8 @@ import openai
 from _common import DATA, GSM8K_MODELS
 
 from exprl_rewards.judges import JudgeCache, JudgeRequest, OpenAIJudge, judge_sync
-from exprl_rewards.local_model import VLLMServer
-from exprl_rewards.templates import get_template
+from exprl_rewards.judges.local_model import VLLMServer
+from exprl_rewards.judges.templates import get_template
 
 
 def requests_for(n: int) -> list[JudgeRequest]:

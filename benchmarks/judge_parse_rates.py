@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from exprl_rewards.judges import Judge, JudgeCache, JudgeRequest, OpenAIJudge, judge_sync
-from exprl_rewards.local_model import VLLMServer, default_model_dir
-from exprl_rewards.slicers import get_slicer
-from exprl_rewards.templates import TEMPLATES, get_template
+from exprl_rewards.judges.local_model import VLLMServer, default_model_dir
+from exprl_rewards.judges.templates import TEMPLATES, get_template
+from exprl_rewards.text.slicers import get_slicer
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")

@@ -36,7 +36,7 @@ from typing import Any
 
 from _common import run_cli, write_gsm8k_input
 
-from exprl_rewards.local_model import DEFAULT_MODEL_NAME, VLLMServer, default_model_dir
+from exprl_rewards.judges.local_model import DEFAULT_MODEL_NAME, VLLMServer, default_model_dir
 
 SERVE_PORT = 8000
 

@@ -29,7 +29,7 @@ import time
 def measure(variant: str, batch: int, prompt: int, response: int) -> dict[str, float]:
     import torch
 
-    from exprl_rewards.local_model import default_model_dir
+    from exprl_rewards.judges.local_model import default_model_dir
     from exprl_rewards.train.policy import Batch, Policy
 
     torch.manual_seed(0)

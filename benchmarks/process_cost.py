@@ -37,8 +37,8 @@ from collections.abc import Sequence
 from _common import Cost, gsm8k_rollouts, judge_server, measure, spread
 
 from exprl_rewards import OpenAIJudge, RewardPipeline, Rollout
-from exprl_rewards.local_model import VLLMServer
-from exprl_rewards.templates import Mode, Order
+from exprl_rewards.judges.local_model import VLLMServer
+from exprl_rewards.judges.templates import Mode, Order
 
 MODES: tuple[Mode, ...] = ("outcome", "process-segment", "process-prefix")
 ORDERS: tuple[Order, ...] = ("released", "cache")

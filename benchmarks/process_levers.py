@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from _common import Cost, judge_server, measure, spread
 
 from exprl_rewards import OpenAIJudge, RewardPipeline, Rollout
-from exprl_rewards.jsonl import read_rollouts
-from exprl_rewards.local_model import VLLMServer, default_model_dir
-from exprl_rewards.templates import JudgeTemplate, Mode, load_template
+from exprl_rewards.io.jsonl import read_rollouts
+from exprl_rewards.judges.local_model import VLLMServer, default_model_dir
+from exprl_rewards.judges.templates import JudgeTemplate, Mode, load_template
 
 MODES: tuple[Mode, ...] = ("outcome", "process-segment", "process-prefix")
 

@@ -42,14 +42,14 @@ from _common import Cost, judge_server, measure, spread
 
 from exprl_rewards import OpenAIJudge, RewardPipeline, Rollout
 from exprl_rewards.audit.datasets import load_dataset
-from exprl_rewards.growing import conversation
-from exprl_rewards.jsonl import read_rollouts
+from exprl_rewards.io.jsonl import read_rollouts
 from exprl_rewards.judges.base import Judgement, judge_sync
+from exprl_rewards.judges.local_model import VLLMServer, default_model_dir
 from exprl_rewards.judges.prm import PRMJudge
-from exprl_rewards.local_model import VLLMServer, default_model_dir
-from exprl_rewards.metrics import first_below, processbench, spearman
-from exprl_rewards.pipeline import BatchResult
-from exprl_rewards.templates import Mode
+from exprl_rewards.judges.templates import Mode
+from exprl_rewards.rewards.growing import conversation
+from exprl_rewards.rewards.metrics import first_below, processbench, spearman
+from exprl_rewards.rewards.pipeline import BatchResult
 
 MODES: tuple[Mode, ...] = (
     "outcome", "process-segment", "process-prefix", "process-growing", "process-tagged"

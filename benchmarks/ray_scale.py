@@ -28,7 +28,7 @@ from pathlib import Path
 
 from _common import judge_args, run_cli, write_gsm8k_input
 
-from exprl_rewards.local_model import VLLMServer
+from exprl_rewards.judges.local_model import VLLMServer
 
 SETTINGS = {"single": [], "ray-1": ["--ray", "--ray-actors", "1"],
             "ray-2": ["--ray", "--ray-actors", "2"]}  # fmt: skip

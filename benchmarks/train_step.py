@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from exprl_rewards.local_model import VLLMServer
+from exprl_rewards.judges.local_model import VLLMServer
 
 PHASES = ("time_sample", "time_judge", "time_train", "time_push", "time_step")
 CONFIG = """preset = "cpu-tiny"

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from _common import gsm8k_rollouts, judge_server, reset_prefix_cache, spread
 
-from exprl_rewards.local_model import default_model_dir
+from exprl_rewards.judges.local_model import default_model_dir
 
 
 def _data(questions: int) -> Any:

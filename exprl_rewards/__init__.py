@@ -12,19 +12,6 @@ when one is created and names the ``pip install`` extra when it is missing.
 
 from __future__ import annotations
 
-from .advantages import (
-    OutcomeAdvantages,
-    ProcessAdvantages,
-    delta_norm,
-    end_norm,
-    group_norm,
-    outcome_advantages,
-    process_advantages,
-    released_prefix,
-    return_to_go,
-)
-from .alignment import segment_token_ranges, token_segment_ids
-from .canaries import Canaries, HackAlarm, Watch
 from .cli.api import score_file
 from .errors import (
     AlignmentError,
@@ -35,15 +22,28 @@ from .errors import (
     MissingExtraError,
 )
 from .judges import Judge, JudgeCache, Judgement, JudgeRequest, OpenAIJudge, judge_sync
-from .kl import kl_penalty
-from .parsing import ParsedScore, expected_score, normalize_score, parse_score
-from .pipeline import BatchResult, RewardPipeline, RolloutResult, SegmentResult
-from .ragged import Ragged
-from .rollout import Rollout, Score, Segment, scores_to_array
-from .routing import RoutedPipeline, released_route, released_routes
-from .slicers import PRESETS, RegexSlicer, Slicer, delimiter_slicer, get_slicer
-from .templates import TEMPLATES, JudgeTemplate, get_template, load_template
-from .tokens import TokenAdvantages, broadcast_to_tokens
+from .judges.parsing import ParsedScore, expected_score, normalize_score, parse_score
+from .judges.templates import TEMPLATES, JudgeTemplate, get_template, load_template
+from .rewards.advantages import (
+    OutcomeAdvantages,
+    ProcessAdvantages,
+    delta_norm,
+    end_norm,
+    group_norm,
+    outcome_advantages,
+    process_advantages,
+    released_prefix,
+    return_to_go,
+)
+from .rewards.canaries import Canaries, HackAlarm, Watch
+from .rewards.kl import kl_penalty
+from .rewards.pipeline import BatchResult, RewardPipeline, RolloutResult, SegmentResult
+from .rewards.routing import RoutedPipeline, released_route, released_routes
+from .text.alignment import segment_token_ranges, token_segment_ids
+from .text.ragged import Ragged
+from .text.rollout import Rollout, Score, Segment, scores_to_array
+from .text.slicers import PRESETS, RegexSlicer, Slicer, delimiter_slicer, get_slicer
+from .text.tokens import TokenAdvantages, broadcast_to_tokens
 
 __version__ = "0.1.0.dev0"
 

@@ -62,10 +62,10 @@ from .adapters.openrlhf import openrlhf_answer, openrlhf_batch
 from .adapters.slime import slime_answer, slime_rollout
 from .cli.parser import ExpRLParser
 from .errors import ConfigError, ExpRLError, InputError, JudgeUnavailable
-from .httpd import BoundedHTTPServer, ClientError, Route, make_handler
+from .io.httpd import BoundedHTTPServer, ClientError, Route, make_handler
 from .judges.health import check_judge, describe_judge
-from .pipeline import BatchResult, RewardPipeline
-from .rollout import Rollout
+from .rewards.pipeline import BatchResult, RewardPipeline
+from .text.rollout import Rollout
 
 __all__ = ["RewardServer", "main"]
 
@@ -315,8 +315,8 @@ def _unscored_policy(value: str) -> UnscoredPolicy:
 
 def _parser() -> argparse.ArgumentParser:
     from .cli.judge_args import add_judge_arguments
-    from .slicers import PRESETS
-    from .templates import DEFAULT_MODE, MODES, TEMPLATES
+    from .judges.templates import DEFAULT_MODE, MODES, TEMPLATES
+    from .text.slicers import PRESETS
 
     p = ExpRLParser(
         prog="python -m exprl_rewards.serve",
@@ -388,11 +388,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the server until interrupted; return the exit code."""
 
-    from .calibration import load_calibrator
     from .cli.judge_args import default_template, make_judge
-    from .guards import get_guards
     from .judges.cache import JudgeCache
-    from .templates import template_named
+    from .judges.guards import get_guards
+    from .judges.templates import template_named
+    from .rewards.calibration import load_calibrator
 
     args = _parser().parse_args(argv)
     try:

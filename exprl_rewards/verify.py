@@ -38,10 +38,10 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from .advantages import outcome_advantages, process_advantages
 from .cli.parser import ExpRLParser
-from .ragged import Ragged
-from .tokens import broadcast_to_tokens
+from .rewards.advantages import outcome_advantages, process_advantages
+from .text.ragged import Ragged
+from .text.tokens import broadcast_to_tokens
 
 __all__ = ["ToyProblem", "main", "verify"]
 

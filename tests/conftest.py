@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fault_server import FaultServer
 
-from exprl_rewards.local_model import VLLMServer
+from exprl_rewards.judges.local_model import VLLMServer
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"

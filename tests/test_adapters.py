@@ -35,7 +35,7 @@ from exprl_rewards.adapters import (
 )
 from exprl_rewards.errors import InputError
 from exprl_rewards.judges import OpenAIJudge
-from exprl_rewards.pipeline import RewardPipeline
+from exprl_rewards.rewards.pipeline import RewardPipeline
 from exprl_rewards.serve import RewardServer
 
 from conftest import readme_snippet
@@ -146,7 +146,7 @@ def test_verl_compute_score_reads_extra_info_and_keeps_keys_stable(fault: FaultS
 def test_verl_token_level_rewards_from_real_tokenizer_offsets(fault: FaultServer) -> None:
     from transformers import AutoTokenizer
 
-    from exprl_rewards.local_model import default_model_dir
+    from exprl_rewards.judges.local_model import default_model_dir
 
     tokenizer = AutoTokenizer.from_pretrained(default_model_dir())
     judge = OpenAIJudge("marks", base_url=fault.url, max_attempts=1, timeout=5)

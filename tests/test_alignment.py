@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exprl_rewards import AlignmentError, get_slicer, segment_token_ranges, token_segment_ids
-from exprl_rewards.rollout import Segment
+from exprl_rewards.text.rollout import Segment
 
 from test_slicers import slicers, texts
 

@@ -11,11 +11,11 @@ from fault_server import FaultServer
 
 from exprl_rewards.audit import DATASETS, load_dataset
 from exprl_rewards.audit.run import AuditOptions, samples_of, split_of
-from exprl_rewards.calibration import load_calibrator
 from exprl_rewards.cli.audit import main
 from exprl_rewards.errors import InputError
-from exprl_rewards.local_model import VLLMServer
-from exprl_rewards.slicers import get_slicer
+from exprl_rewards.judges.local_model import VLLMServer
+from exprl_rewards.rewards.calibration import load_calibrator
+from exprl_rewards.text.slicers import get_slicer
 
 # name: (items, labelled right) -- step sets: right = no wrong step
 COUNTS = {
@@ -90,7 +90,7 @@ def test_split_is_by_question_and_stable() -> None:
 
 def test_step_labels_by_mode(data_dir: Path) -> None:
     """Prefixes from the first error on are wrong; single steps after it are left out."""
-    from exprl_rewards.pipeline import RolloutResult, SegmentResult
+    from exprl_rewards.rewards.pipeline import RolloutResult, SegmentResult
 
     item = next(i for i in load_dataset("processbench-gsm8k", data_dir) if i.first_error == 1)
     k = len(get_slicer("blank-line").split(item.rollout.response))

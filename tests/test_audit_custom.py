@@ -140,7 +140,7 @@ def test_the_audit_never_saves_a_calibrator_fitted_on_too_few_units(
 
 
 def test_an_inverted_platt_calibrator_is_refused_when_loaded(tmp_path: Path) -> None:
-    from exprl_rewards.calibration import PlattCalibrator, load_calibrator
+    from exprl_rewards.rewards.calibration import PlattCalibrator, load_calibrator
 
     path = tmp_path / "platt.json"
     PlattCalibrator(a=-39.0, b=20.0).save(path)

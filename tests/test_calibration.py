@@ -12,16 +12,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exprl_rewards.calibration import (
+from exprl_rewards.errors import ConfigError, InputError
+from exprl_rewards.rewards.calibration import (
     IsotonicCalibrator,
     LinearCalibrator,
     PlattCalibrator,
     TemperatureCalibrator,
     load_calibrator,
 )
-from exprl_rewards.errors import ConfigError, InputError
-from exprl_rewards.fitting import fit_calibrator, fit_isotonic, fit_platt, fit_temperature
-from exprl_rewards.metrics import ece
+from exprl_rewards.rewards.fitting import fit_calibrator, fit_isotonic, fit_platt, fit_temperature
+from exprl_rewards.rewards.metrics import ece
 
 
 def isotonic_oracle(y: list[float]) -> list[float]:
@@ -183,7 +183,7 @@ RELEASED_NORM = {
 
 @pytest.mark.parametrize("strategy", sorted(RELEASED_NORM))
 def test_norm_strategies_match_the_released_table(strategy: str, tmp_path) -> None:
-    from exprl_rewards.calibration import NormStrategyCalibrator
+    from exprl_rewards.rewards.calibration import NormStrategyCalibrator
 
     c = NormStrategyCalibrator(strategy)  # type: ignore[arg-type]
     got = c(np.array([1.0, 2.0, 3.0, 4.0, 5.0, np.nan]), low=1, high=5)
@@ -197,7 +197,7 @@ def test_norm_strategies_match_the_released_table(strategy: str, tmp_path) -> No
 
 
 def test_norm_strategy_errors() -> None:
-    from exprl_rewards.calibration import NormStrategyCalibrator
+    from exprl_rewards.rewards.calibration import NormStrategyCalibrator
 
     with pytest.raises(ConfigError, match="unknown norm_strategy 'extreme'; known: smooth"):
         NormStrategyCalibrator("extreme")  # type: ignore[arg-type]

@@ -120,7 +120,7 @@ def test_a_deep_body_is_a_400_on_the_reward_server(server: FaultServer) -> None:
     import urllib.request
 
     from exprl_rewards.judges import OpenAIJudge
-    from exprl_rewards.pipeline import RewardPipeline
+    from exprl_rewards.rewards.pipeline import RewardPipeline
     from exprl_rewards.serve import RewardServer
 
     judge = OpenAIJudge("marks", base_url=server.url)

@@ -22,7 +22,7 @@ from exprl_rewards.cli.parser import ExpRLParser
 from exprl_rewards.cli.score import main as score
 from exprl_rewards.cli.score_args import score_parser
 from exprl_rewards.cli.summary import Progress
-from exprl_rewards.templates import DEFAULT_MODE
+from exprl_rewards.judges.templates import DEFAULT_MODE
 
 
 @pytest.fixture(scope="module")

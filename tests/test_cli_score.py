@@ -21,7 +21,7 @@ import pytest
 from fault_server import FaultServer
 
 from exprl_rewards.cli.score import main
-from exprl_rewards.templates import get_template
+from exprl_rewards.judges.templates import get_template
 
 from conftest import ROOT
 

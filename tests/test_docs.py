@@ -245,7 +245,7 @@ def test_the_quickstart_grades_a_file_as_written(tmp_path: Path) -> None:
 
 
 def test_the_quickstart_starts_a_judge_server_and_grades_through_it(tmp_path: Path) -> None:
-    from exprl_rewards.local_model import _free_port
+    from exprl_rewards.judges.local_model import _free_port
 
     port = str(_free_port())
     shutil.copy(ROOT / "docs" / "quickstart.md", tmp_path)  # the file block writes its input

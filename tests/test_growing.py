@@ -15,11 +15,11 @@ import pytest
 from fault_server import FaultServer
 
 from exprl_rewards import Rollout
-from exprl_rewards.growing import UNJUDGED, conversation
 from exprl_rewards.judges import OpenAIJudge
 from exprl_rewards.judges.base import Judgement
-from exprl_rewards.local_model import VLLMServer
-from exprl_rewards.pipeline import RewardPipeline
+from exprl_rewards.judges.local_model import VLLMServer
+from exprl_rewards.rewards.growing import UNJUDGED, conversation
+from exprl_rewards.rewards.pipeline import RewardPipeline
 
 Q, REF = "What is 6 * 7 + 1?", "6 * 7 = 42, and 42 + 1 = 43. The answer is 43."
 RESPONSE = "6 * 7 = 42.\n\nThen 42 + 1 = 43.\n\nThe answer is 43."
@@ -115,7 +115,7 @@ def test_the_judge_receives_each_request_as_a_prefix_of_the_next(
     prompts the server tokenises)."""
     from transformers import AutoTokenizer
 
-    from exprl_rewards.local_model import default_model_dir
+    from exprl_rewards.judges.local_model import default_model_dir
 
     judge = OpenAIJudge(judge_server.model, base_url=judge_server.url, top_logprobs=20,
                         prefill=True, constrain_scores=True)  # fmt: skip
@@ -144,8 +144,8 @@ def test_a_batch_judge_gets_one_round_per_step() -> None:
     drops out of later rounds."""
     import asyncio
 
-    from exprl_rewards.growing import judge_in_turns
     from exprl_rewards.judges.base import JudgeRequest
+    from exprl_rewards.rewards.growing import judge_in_turns
 
     class Rounds:
         batches = True

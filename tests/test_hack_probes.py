@@ -14,7 +14,7 @@ from fault_server import FaultServer
 from exprl_rewards.audit import load_dataset
 from exprl_rewards.audit.probes import FAMILIES, build_probes
 from exprl_rewards.cli.audit import main
-from exprl_rewards.guards import ContentGate
+from exprl_rewards.judges.guards import ContentGate
 
 
 @pytest.fixture(scope="module")

@@ -22,11 +22,11 @@ from fault_server import FaultServer
 
 from exprl_rewards.cli.audit import main as audit_main
 from exprl_rewards.cli.score import main
-from exprl_rewards.guards import get_guards
+from exprl_rewards.judges.guards import get_guards
 from exprl_rewards.judges.health import check_judge_sync
+from exprl_rewards.judges.local_model import VLLMServer
 from exprl_rewards.judges.openai import OpenAIJudge
-from exprl_rewards.local_model import VLLMServer
-from exprl_rewards.pipeline import RewardPipeline
+from exprl_rewards.rewards.pipeline import RewardPipeline
 from exprl_rewards.serve import RewardServer
 
 JUDGE = ["--no-cache", "--top-logprobs", "0", "--progress", "off", "--mode", "outcome"]

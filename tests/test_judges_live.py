@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from exprl_rewards.judges import Judgement, JudgeRequest, OpenAIJudge, judge_sync
-from exprl_rewards.local_model import VLLMServer, default_model_dir
-from exprl_rewards.parsing import parse_score
-from exprl_rewards.slicers import get_slicer
-from exprl_rewards.templates import get_template
+from exprl_rewards.judges.local_model import VLLMServer, default_model_dir
+from exprl_rewards.judges.parsing import parse_score
+from exprl_rewards.judges.templates import get_template
+from exprl_rewards.text.slicers import get_slicer
 
 from conftest import read_jsonl
 
@@ -303,7 +303,7 @@ def test_a_server_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
 
     starter = (
         "import sys\n"
-        "from exprl_rewards.local_model import VLLMServer\n"
+        "from exprl_rewards.judges.local_model import VLLMServer\n"
         f"server = VLLMServer(log_path={str(tmp_path / 'server.log')!r}).start()\n"
         "print(server._process.pid, flush=True)\n"
         "sys.stdin.read()\n"  # wait to be killed

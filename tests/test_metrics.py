@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exprl_rewards import metrics
+from exprl_rewards.rewards import metrics
 
 
 @given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 1)), min_size=2, max_size=30))
@@ -80,7 +80,7 @@ def test_bootstrap_resamples_groups_and_covers_the_truth() -> None:
 
 
 def test_reliability_bins_count_their_units_and_widen_when_few() -> None:
-    from exprl_rewards.metrics import reliability_bins
+    from exprl_rewards.rewards.metrics import reliability_bins
 
     p = [0.05] * 2 + [0.95] * 40
     y = [1, 0] + [1] * 36 + [0] * 4

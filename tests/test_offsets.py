@@ -29,7 +29,7 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 def tokenizer() -> Any:
     from transformers import AutoTokenizer
 
-    from exprl_rewards.local_model import default_model_dir
+    from exprl_rewards.judges.local_model import default_model_dir
 
     return AutoTokenizer.from_pretrained(default_model_dir())
 
@@ -114,7 +114,7 @@ def released_step_ends(tokenizer: Any, ids: list[int], marker: str = "###") -> l
     ],
 )
 def test_token_marker_slicer_cuts_where_the_released_code_does(tokenizer: Any, text: str) -> None:
-    from exprl_rewards.slicers import TokenMarkerSlicer, get_slicer
+    from exprl_rewards.text.slicers import TokenMarkerSlicer, get_slicer
 
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     decoded, offsets = token_offsets(tokenizer, ids)

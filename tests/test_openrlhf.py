@@ -20,8 +20,8 @@ import pytest
 from fault_server import FaultServer
 
 from exprl_rewards.judges import OpenAIJudge
-from exprl_rewards.local_model import default_model_dir
-from exprl_rewards.pipeline import RewardPipeline
+from exprl_rewards.judges.local_model import default_model_dir
+from exprl_rewards.rewards.pipeline import RewardPipeline
 from exprl_rewards.serve import RewardServer
 
 with warnings.catch_warnings():

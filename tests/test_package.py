@@ -92,3 +92,27 @@ def test_the_package_has_no_import_cycles() -> None:
         paths[name.removesuffix(".__init__")] = path
     graph = {m: _imports(m, p, set(paths)) for m, p in paths.items()}
     graphlib.TopologicalSorter(graph).prepare()  # raises CycleError naming the cycle
+
+
+LAYERS = ["errors", "text", "judges", "rewards", "io"]  # each imports only those before it
+
+
+def test_nothing_below_imports_what_sits_above() -> None:
+    """The folders follow the data flow: text -> judges -> rewards -> io; none of them
+    imports the adapters, the audit, the commands or the trainers above them."""
+    paths = {}
+    for path in (ROOT / "exprl_rewards").rglob("*.py"):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        paths[name.removesuffix(".__init__")] = path
+
+    def layer(module: str) -> str:
+        return module.removeprefix("exprl_rewards.").split(".")[0]
+
+    upward = []
+    for module, path in paths.items():
+        if layer(module) not in LAYERS:
+            continue
+        for target in _imports(module, path, set(paths)):
+            if layer(target) not in LAYERS[: LAYERS.index(layer(module)) + 1]:
+                upward.append(f"{module} -> {target}")
+    assert not upward

@@ -6,14 +6,14 @@ import math
 
 import pytest
 
-from exprl_rewards.parsing import (
+from exprl_rewards.judges.parsing import (
     expected_score,
     normalize_score,
     parse_score,
     prompt_fences,
     untrusted_score_lines,
 )
-from exprl_rewards.templates import fence, get_template
+from exprl_rewards.judges.templates import fence, get_template
 
 # (judge output, expected score or None, expected reason fragment)
 GOLDEN = [

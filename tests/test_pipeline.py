@@ -15,7 +15,7 @@ from fault_server import FaultServer
 
 from exprl_rewards import ConfigError, InputError, Rollout, process_advantages
 from exprl_rewards.judges import OpenAIJudge
-from exprl_rewards.pipeline import RewardPipeline
+from exprl_rewards.rewards.pipeline import RewardPipeline
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_default_settings_are_the_released_ones(judge: OpenAIJudge) -> None:
 
 
 def test_released_norm_strategies_and_process_sum(judge: OpenAIJudge) -> None:
-    from exprl_rewards.calibration import NormStrategyCalibrator
+    from exprl_rewards.rewards.calibration import NormStrategyCalibrator
 
     batch = [rollout("a", "g", ["1", "3", "5"]), rollout("b", "g", ["5", "4"])]
     pipe = RewardPipeline(judge, mode="process-segment", slicer="newline", reduce="sum",
@@ -260,7 +260,7 @@ def test_mixed_domain_rows_route_to_their_pipelines_in_input_order(judge: OpenAI
 
 
 def test_the_released_token_boundary_slicer_uses_the_rollouts_offsets(judge: OpenAIJudge) -> None:
-    from exprl_rewards.slicers import TokenMarkerSlicer
+    from exprl_rewards.text.slicers import TokenMarkerSlicer
 
     text = "a [[score 1]] ####b [[score 5]]"
     cut = text.index("####")

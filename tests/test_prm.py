@@ -20,9 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exprl_rewards import Rollout
+from exprl_rewards.judges.local_model import default_model_dir
 from exprl_rewards.judges.prm import SEPARATOR, TAG, PRMJudge, layout
-from exprl_rewards.local_model import default_model_dir
-from exprl_rewards.pipeline import RewardPipeline
+from exprl_rewards.rewards.pipeline import RewardPipeline
 
 Q = "What is 6 * 7 + 1?"
 STEPS = ["6 * 7 = 42.", "Then 42 + 1 = 43.", "The answer is 43."]

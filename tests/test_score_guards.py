@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 from fault_server import FaultServer
 
-from exprl_rewards.answers import verify
 from exprl_rewards.audit import load_dataset
 from exprl_rewards.cli.score import main
 from exprl_rewards.errors import ConfigError
-from exprl_rewards.guards import get_guards
 from exprl_rewards.judges import OpenAIJudge
-from exprl_rewards.pipeline import RewardPipeline
-from exprl_rewards.rollout import Rollout
-from exprl_rewards.score_guards import SecondLook, VerifierCap
+from exprl_rewards.judges.guards import get_guards
+from exprl_rewards.judges.score_guards import SecondLook, VerifierCap
+from exprl_rewards.rewards.pipeline import RewardPipeline
+from exprl_rewards.text.answers import verify
+from exprl_rewards.text.rollout import Rollout
 
 QUESTION = "Janet has 16 eggs. She eats 3 and sells the rest at $2 each. How much does she make?"
 REFERENCE = "She sells 16 - 3 = 13 eggs.\nShe makes 13 * 2 = $26.\n#### 26"

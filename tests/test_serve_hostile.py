@@ -20,7 +20,7 @@ import pytest
 from fault_server import FaultServer
 
 from exprl_rewards.judges import OpenAIJudge
-from exprl_rewards.pipeline import RewardPipeline
+from exprl_rewards.rewards.pipeline import RewardPipeline
 from exprl_rewards.serve import RewardServer
 
 TOKEN = "s3cret"

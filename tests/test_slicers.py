@@ -12,7 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from exprl_rewards import PRESETS, ConfigError, RegexSlicer, delimiter_slicer, get_slicer
-from exprl_rewards.rollout import Segment
+from exprl_rewards.text.rollout import Segment
 
 from conftest import read_jsonl
 

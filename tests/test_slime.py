@@ -28,8 +28,8 @@ from fault_server import FaultServer
 
 from exprl_rewards.errors import JudgeUnavailable
 from exprl_rewards.judges import OpenAIJudge
-from exprl_rewards.local_model import VLLMServer, default_model_dir
-from exprl_rewards.pipeline import RewardPipeline
+from exprl_rewards.judges.local_model import VLLMServer, default_model_dir
+from exprl_rewards.rewards.pipeline import RewardPipeline
 from exprl_rewards.serve import RewardServer
 
 from conftest import gsm8k_prompts

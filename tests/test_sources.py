@@ -23,7 +23,7 @@ import pytest
 from fault_server import FaultServer
 
 from exprl_rewards.cli.score import main
-from exprl_rewards.jsonl import read_rollouts
+from exprl_rewards.io.jsonl import read_rollouts
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")

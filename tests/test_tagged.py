@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from exprl_rewards import Rollout
 from exprl_rewards.judges import OpenAIJudge
 from exprl_rewards.judges.base import JudgeRequest, RawOutput, TokenLogprobs, finish
-from exprl_rewards.local_model import VLLMServer
-from exprl_rewards.pipeline import RewardPipeline
-from exprl_rewards.tagged import expand, mark_steps
+from exprl_rewards.judges.local_model import VLLMServer
+from exprl_rewards.rewards.pipeline import RewardPipeline
+from exprl_rewards.rewards.tagged import expand, mark_steps
 
 Q, REF = "What is 6 * 7 + 1?", "6 * 7 = 42, and 42 + 1 = 43. The answer is 43."
 RESPONSE = "6 * 7 = 42.\nThen 42 + 1 = 43.\nThe answer is 43."
@@ -138,7 +138,7 @@ def test_tagged_scores_through_the_pipeline_with_the_real_judge(
 def test_the_score_guards_work_on_the_new_modes(judge_server: VLLMServer, mode: str) -> None:
     """A second look asks every rollout again in the other prompt order (its requests
     counted apart), and the verifier cap holds a wrong final answer's last step down."""
-    from exprl_rewards.guards import get_guards
+    from exprl_rewards.judges.guards import get_guards
 
     guards = get_guards("second-look:1.0,verifier-cap:0.25")
     pipeline = RewardPipeline(real_judge(judge_server), mode=mode, slicer="newline",  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from exprl_rewards import ConfigError, InputError
-from exprl_rewards.templates import (
+from exprl_rewards.judges.templates import (
     TEMPLATES,
     JudgeTemplate,
     fence,

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exprl_rewards.answers import check_answer, extract_answer, gold_answer
-from exprl_rewards.metrics import pass_at_k
+from exprl_rewards.rewards.metrics import pass_at_k
+from exprl_rewards.text.answers import check_answer, extract_answer, gold_answer
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "references"
 

@@ -155,7 +155,7 @@ def test_a_prm_judge_in_the_trainer_scores_every_step_in_one_pass(tmp_path):
     from contextlib import ExitStack
 
     from exprl_rewards import Rollout
-    from exprl_rewards.local_model import default_model_dir
+    from exprl_rewards.judges.local_model import default_model_dir
     from exprl_rewards.train.loop import make_judge
 
     path = tmp_path / "run.toml"

@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from exprl_rewards.kl import kl_penalty  # noqa: E402
+from exprl_rewards.rewards.kl import kl_penalty  # noqa: E402
 from exprl_rewards.train.loss import kl_k3, policy_loss, token_logprobs  # noqa: E402
 from exprl_rewards.train.policy import Batch  # noqa: E402
 
@@ -140,7 +140,7 @@ def test_token_logprobs_and_response_positions():
 def test_response_only_projection_equals_the_full_forward_on_the_real_model():
     """The policy projects only the response positions onto the vocabulary; its
     log-probs, entropies and gradients equal those of the full model's logits."""
-    from exprl_rewards.local_model import default_model_dir
+    from exprl_rewards.judges.local_model import default_model_dir
     from exprl_rewards.train.policy import Policy
 
     policy = Policy(default_model_dir(), reference=False)

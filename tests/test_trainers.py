@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from exprl_rewards.adapters import TRLReward
-from exprl_rewards.canaries import Canaries
 from exprl_rewards.judges import OpenAIJudge
-from exprl_rewards.local_model import VLLMServer, default_model_dir
-from exprl_rewards.pipeline import RewardPipeline
+from exprl_rewards.judges.local_model import VLLMServer, default_model_dir
+from exprl_rewards.rewards.canaries import Canaries
+from exprl_rewards.rewards.pipeline import RewardPipeline
 
 from conftest import gsm8k_prompts
 

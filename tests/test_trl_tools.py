@@ -18,10 +18,10 @@ import pytest
 from fault_server import FaultServer
 
 from exprl_rewards.adapters import TRLReward
-from exprl_rewards.guards import get_guards
 from exprl_rewards.judges import OpenAIJudge
-from exprl_rewards.local_model import VLLMServer, default_model_dir
-from exprl_rewards.pipeline import RewardPipeline
+from exprl_rewards.judges.guards import get_guards
+from exprl_rewards.judges.local_model import VLLMServer, default_model_dir
+from exprl_rewards.rewards.pipeline import RewardPipeline
 
 from conftest import gsm8k_prompts
 

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from fault_server import FaultServer
 
-from exprl_rewards.advantages import process_advantages
 from exprl_rewards.errors import ConfigError
-from exprl_rewards.local_model import default_model_dir
+from exprl_rewards.judges.local_model import default_model_dir
+from exprl_rewards.rewards.advantages import process_advantages
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

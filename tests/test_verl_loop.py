@@ -17,7 +17,7 @@ import pytest
 from fault_server import FaultServer
 
 from exprl_rewards.adapters.verl import shared_reward
-from exprl_rewards.local_model import default_model_dir
+from exprl_rewards.judges.local_model import default_model_dir
 
 from conftest import readme_snippet
 
@@ -125,7 +125,7 @@ def test_process_rewards_through_the_reward_loop_and_verls_compute_advantage(
     register_adv_est, turns them into DeltaNorm advantages in verl's compute_advantage,
     equal to the library's own, token by token."""
     from exprl_rewards.adapters.verl_process import STEP_ZERO, ExpRLProcessRewardManager
-    from exprl_rewards.advantages import process_advantages
+    from exprl_rewards.rewards.advantages import process_advantages
 
     kwargs = {"base_url": fault.url, "model": "marks", "mode": "process-segment",
               "slicer": "newline", "top_logprobs": None}  # fmt: skip

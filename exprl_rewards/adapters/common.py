@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import ConfigError, JudgeUnavailable
-from ..pipeline import RolloutResult
+from ..rewards.pipeline import RolloutResult
 
 __all__ = ["UnscoredPolicy", "check_answered", "fill_unscored", "judge_raw", "judge_silence"]
 
@@ -34,7 +34,7 @@ def fill_unscored(
 ) -> list[float]:
     """Each rollout's score, with unscored ones filled in by ``policy``.
 
-    >>> from exprl_rewards.pipeline import RolloutResult
+    >>> from exprl_rewards.rewards.pipeline import RolloutResult
     >>> def r(score, group="q"):
     ...     reason = None if score is not None else "parse"
     ...     return RolloutResult("x", group, score, reason, None, ())

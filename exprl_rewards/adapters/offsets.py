@@ -3,7 +3,7 @@
 A process judge grades character spans; a trainer's advantages live on tokens. When the
 trainer has the response's token ids but no offsets (verl's ``DataProto`` keeps ids),
 :func:`token_offsets` decodes them into the text and each token's ``(start, end)``
-characters, which :class:`~exprl_rewards.rollout.Rollout` takes as ``token_offsets``.
+characters, which :class:`~exprl_rewards.text.rollout.Rollout` takes as ``token_offsets``.
 
 Three paths, fastest first; each is exact or hands over to the next:
 

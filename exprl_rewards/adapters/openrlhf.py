@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InputError
-from ..guards import GUARDS
-from ..pipeline import EMPTY_REFERENCE, RolloutResult
-from ..rollout import Rollout
+from ..judges.guards import GUARDS
+from ..rewards.pipeline import EMPTY_REFERENCE, RolloutResult
+from ..text.rollout import Rollout
 from .chat_text import clean_response, question_from_prompt
 from .common import UnscoredPolicy, fill_unscored
 
@@ -150,7 +150,7 @@ def openrlhf_answer(
             # the judge never answered: no verdict, where exprl_unscored may be a parse
             "exprl_backend_failed": [float(r.backend_failed) for r in every],
             "exprl_prompt_matched": [float(m) for m in batch.prompt_matched],
-            # the guards that fired (exprl_rewards.guards), per sample
+            # the guards that fired (exprl_rewards.judges.guards), per sample
             **{
                 f"exprl_guard_{name.replace('-', '_')}": [
                     float(any(h.guard == name for h in r.guards)) for r in every

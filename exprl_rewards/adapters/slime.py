@@ -41,8 +41,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InputError
-from ..pipeline import RolloutResult
-from ..rollout import Rollout
+from ..rewards.pipeline import RolloutResult
+from ..text.rollout import Rollout
 from .chat_text import clean_response, question_from_prompt
 from .common import check_answered, fill_unscored, judge_raw
 from .environ import environment_reward

@@ -21,10 +21,10 @@ advantage) or a number. The judge's reason and raw score per completion go to TR
 ``log_extra`` (``<name>_reason``, ``<name>_raw``); the unscored fraction and the
 released trainer's batch metrics go to ``log_metric`` (``<name>/unscored_frac``,
 ``<name>/groups_mixed``, ``<name>/last_step_mean``, ``<name>/step_score_mean/1``...:
-:func:`~exprl_rewards.batch_stats.scalar_metrics`), which TRL averages per logging step.
+:func:`~exprl_rewards.rewards.batch_stats.scalar_metrics`), which TRL averages per logging step.
 
 >>> from exprl_rewards.judges import OpenAIJudge
->>> from exprl_rewards.pipeline import RewardPipeline
+>>> from exprl_rewards.rewards.pipeline import RewardPipeline
 >>> judge = OpenAIJudge("judge", base_url="http://127.0.0.1:8000/v1")
 >>> reward = TRLReward(RewardPipeline(judge, mode="outcome"), reference_column="solution")
 >>> reward.__name__
@@ -55,11 +55,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from ..batch_stats import scalar_metrics
-from ..canaries import Canaries, HackAlarm, Watch
 from ..errors import ConfigError, InputError
-from ..pipeline import BatchResult, RewardPipeline, RolloutResult
-from ..rollout import Rollout
+from ..rewards.batch_stats import scalar_metrics
+from ..rewards.canaries import Canaries, HackAlarm, Watch
+from ..rewards.pipeline import BatchResult, RewardPipeline, RolloutResult
+from ..text.rollout import Rollout
 from .common import UnscoredPolicy, check_answered, fill_unscored
 from .messages import ends_in_tool_call, prompt_question, render_messages
 
@@ -222,9 +222,9 @@ class TRLReward(_TRLBase):
             stands, or leave it ``"unscored"`` without a judge call.
         unscored: None (TRL's None), ``"group-mean"`` or a number (see the module docs).
         canaries: canary rollouts graded beside each call's completions (never returned
-            to TRL); with ``alarm`` (default :class:`~exprl_rewards.canaries.HackAlarm`)
+            to TRL); with ``alarm`` (default :class:`~exprl_rewards.rewards.canaries.HackAlarm`)
             their reward, the verifier's accuracy and the alarm go to ``log_metric`` as
-            ``<name>/hack/...`` (:mod:`exprl_rewards.canaries`).
+            ``<name>/hack/...`` (:mod:`exprl_rewards.rewards.canaries`).
 
     Safe to call from inside a running event loop (it judges on a helper thread).
     """

@@ -30,8 +30,8 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ..errors import ConfigError, InputError
-from ..pipeline import RewardPipeline
-from ..rollout import Rollout
+from ..rewards.pipeline import RewardPipeline
+from ..text.rollout import Rollout
 from .common import check_answered
 from .messages import prompt_question
 

@@ -33,9 +33,9 @@ from verifiers.v1 import Judge, JudgeConfig, JudgeView, Trace
 from verifiers.v1.judge import judge_question, judge_response
 from verifiers.v1.task import TaskData
 
-from ..guards import DEFAULT_GUARDS
-from ..rollout import Rollout
-from ..templates import Mode
+from ..judges.guards import DEFAULT_GUARDS
+from ..judges.templates import Mode
+from ..text.rollout import Rollout
 from .verl_config import shared_reward
 
 __all__ = ["ExpRLJudge", "ExpRLJudgeConfig"]

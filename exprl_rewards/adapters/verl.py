@@ -21,7 +21,7 @@ manager (``reward.reward_manager.name=naive``) awaits a custom ``compute_score``
 Both return dicts with the **same keys for every sample**, as verl requires to build
 its ``reward_extra_info``: ``score`` (the reward), ``exprl_raw`` (the judge's score on
 its scale, NaN when unscored), ``exprl_unscored`` (1.0 when the judge gave no score).
-With ``canary_share`` in ``reward_kwargs`` (:mod:`exprl_rewards.canaries`), each judge
+With ``canary_share`` in ``reward_kwargs`` (:mod:`exprl_rewards.rewards.canaries`), each judge
 batch also grades that share of canaries (never returned to verl) and every sample's
 dict carries its batch's ``exprl_canary_reward``, ``exprl_honest_reward``,
 ``exprl_verifier_accuracy``, ``exprl_canary_share`` and ``exprl_hack_alarm``

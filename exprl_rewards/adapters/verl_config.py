@@ -19,12 +19,12 @@ from typing import Any
 
 import openai
 
-from ..calibration import load_calibrator
-from ..canaries import Canaries, HackAlarm
 from ..errors import ConfigError
-from ..guards import DEFAULT_GUARDS, get_guards
+from ..judges.guards import DEFAULT_GUARDS, get_guards
 from ..judges.openai import OpenAIJudge
-from ..pipeline import RewardPipeline
+from ..rewards.calibration import load_calibrator
+from ..rewards.canaries import Canaries, HackAlarm
+from ..rewards.pipeline import RewardPipeline
 from .verl_reward import VerlReward
 
 __all__ = ["judge_options", "shared_reward"]

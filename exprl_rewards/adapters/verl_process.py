@@ -38,7 +38,7 @@ row is all 0 (no steps), flagged ``exprl_unscored`` in verl's reward extra info.
 
 **The estimators** run in verl's ``compute_advantage`` on the driver, over the whole
 batch, so groups (``uid``) are whole. Each reads the step ends and scores back from
-``token_level_rewards``, calls :func:`~exprl_rewards.advantages.process_advantages`
+``token_level_rewards``, calls :func:`~exprl_rewards.rewards.advantages.process_advantages`
 (DeltaNorm, EndNorm, GroupNorm, the released prefix variant, return-to-go) and gives
 each step's advantage to its tokens (the last step also to any tokens after its end).
 An unscored response gets 0 advantage on every token (masked, as released).
@@ -63,8 +63,8 @@ from verl.experimental.agent_loop.agent_loop import AgentLoopManager
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 from verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY, register_adv_est
 
-from ..advantages import ProcessEstimator, process_advantages
 from ..errors import ConfigError
+from ..rewards.advantages import ProcessEstimator, process_advantages
 from .offsets import token_offsets
 from .verl import shared_reward
 

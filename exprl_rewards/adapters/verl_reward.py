@@ -15,11 +15,11 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from ..canaries import Canaries, HackAlarm, Watch
 from ..errors import InputError
 from ..judges.base import run_sync
-from ..pipeline import BatchResult, RewardPipeline, RolloutResult
-from ..rollout import Rollout
+from ..rewards.canaries import Canaries, HackAlarm, Watch
+from ..rewards.pipeline import BatchResult, RewardPipeline, RolloutResult
+from ..text.rollout import Rollout
 from .common import UnscoredPolicy, check_answered, fill_unscored, judge_raw
 from .verl_groups import GroupFill
 
@@ -42,7 +42,7 @@ class VerlReward:
         neutral: the value when a whole group is unscored under ``"group-mean"``.
         batch_size, batch_wait_s: the micro-batch: calls arriving within
             ``batch_wait_s`` are judged together, up to ``batch_size``.
-        canaries, alarm: canaries and the hack alarm (:mod:`exprl_rewards.canaries`).
+        canaries, alarm: canaries and the hack alarm (:mod:`exprl_rewards.rewards.canaries`).
         group_size: responses per prompt (``actor_rollout_ref.rollout.n``): on the
             streaming path an unscored response waits for its whole group and gets its
             mean (:class:`~exprl_rewards.adapters.verl_groups.GroupFill`); None fills from

@@ -1,6 +1,6 @@
 """Labelled rollouts for audits: the public sets in a checkout's ``data/``, or any JSONL.
 
-Each adapter returns :class:`Labelled` items: a :class:`~exprl_rewards.rollout.Rollout`
+Each adapter returns :class:`Labelled` items: a :class:`~exprl_rewards.text.rollout.Rollout`
 (question, human reference, response) and its label, either an outcome (1: the final
 answer is right) or, for step-labelled traces, the index of the first wrong step (-1:
 none). Step-labelled traces are joined with blank lines, so the ``blank-line`` slicer
@@ -49,9 +49,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..jsonl import MISSING, FieldMap, get_path, read_rollouts
-from ..rollout import Rollout
-from ..slicers import get_slicer
+from ..io.jsonl import MISSING, FieldMap, get_path, read_rollouts
+from ..text.rollout import Rollout
+from ..text.slicers import get_slicer
 
 __all__ = ["DATASETS", "Labelled", "default_data_dir", "load_dataset"]
 

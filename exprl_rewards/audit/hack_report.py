@@ -14,9 +14,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..guards import DEFAULT_GUARDS, get_guards
-from ..metrics import Estimate
-from ..pipeline import RewardPipeline
+from ..judges.guards import DEFAULT_GUARDS, get_guards
+from ..rewards.metrics import Estimate
+from ..rewards.pipeline import RewardPipeline
 from .datasets import Labelled
 from .probes import FAMILIES, hack_table
 

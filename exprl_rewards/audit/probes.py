@@ -40,9 +40,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import metrics
-from ..pipeline import RewardPipeline
-from ..rollout import Rollout
+from ..rewards import metrics
+from ..rewards.pipeline import RewardPipeline
+from ..text.rollout import Rollout
 from .datasets import Labelled
 
 __all__ = ["FAMILIES", "Probe", "build_probes", "hack_table"]

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ..calibration import SavedCalibrator, probs_matrix
-from ..metrics import Estimate, reliability_bins
+from ..rewards.calibration import SavedCalibrator, probs_matrix
+from ..rewards.metrics import Estimate, reliability_bins
 from .run import Sample
 
 __all__ = ["write_report"]

@@ -1,6 +1,6 @@
 """Run a judge over labelled rollouts and measure it: calibration, ranking, bias, injection.
 
-labelled items -> :class:`~exprl_rewards.pipeline.RewardPipeline` (the same judge, cache
+labelled items -> :class:`~exprl_rewards.rewards.pipeline.RewardPipeline` (the same judge, cache
 and prompts as training) -> one :class:`Sample` per judged unit (a rollout in outcome
 mode; a step or prefix in process modes) -> split by question into *fit* and *eval* ->
 calibrators fitted on fit -> every figure measured on eval, with a bootstrap interval
@@ -22,14 +22,20 @@ from typing import Any
 
 import numpy as np
 
-from .. import metrics
-from ..calibration import Kind, LinearCalibrator, PlattCalibrator, SavedCalibrator, probs_matrix
 from ..errors import ConfigError
-from ..fitting import fit_calibrator
 from ..judges.health import is_backend_failure
 from ..judges.progress import BatchProgress, listening
-from ..pipeline import RewardPipeline, RolloutResult
-from ..templates import PREFIX_MODES
+from ..judges.templates import PREFIX_MODES
+from ..rewards import metrics
+from ..rewards.calibration import (
+    Kind,
+    LinearCalibrator,
+    PlattCalibrator,
+    SavedCalibrator,
+    probs_matrix,
+)
+from ..rewards.fitting import fit_calibrator
+from ..rewards.pipeline import RewardPipeline, RolloutResult
 from .datasets import Labelled
 
 __all__ = ["INJECTIONS", "AuditOptions", "Sample", "audit", "samples_of", "split_of"]
@@ -328,7 +334,7 @@ def audit(
 
     Returns:
         ``(report, samples, calibrators)``: every figure (JSON-ready apart from
-        :class:`~exprl_rewards.metrics.Estimate` values), the judged samples, and the
+        :class:`~exprl_rewards.rewards.metrics.Estimate` values), the judged samples, and the
         calibrators fitted on the fit split (``"linear"`` included).
     """
     mode = pipeline.mode

@@ -67,7 +67,7 @@ def score_file(input: str | Path, output: str | Path, **options: Any) -> dict[st
 
     Args:
         input: JSONL rollouts: a file (plain, compressed or Parquet), a folder of shards,
-            or a URI such as ``s3://bucket/prefix`` (:mod:`exprl_rewards.sources`).
+            or a URI such as ``s3://bucket/prefix`` (:mod:`exprl_rewards.io.sources`).
         output: the JSONL output (appended, resumable).
         **options: the CLI's options by their long names with ``_`` for ``-``, e.g.
             ``mode="process-prefix"``, ``base_url=["http://127.0.0.1:8000/v1"]``,

@@ -22,15 +22,15 @@ from ..audit.datasets import DATASETS, Labelled, load_dataset
 from ..audit.hack_report import hack_report, write_hacks
 from ..audit.report import write_report
 from ..audit.run import AuditOptions, audit
-from ..calibration import CALIBRATORS
 from ..errors import ExpRLError, JudgeUnavailable
-from ..guards import get_guards
-from ..jsonl import FieldMap
+from ..io.jsonl import FieldMap
 from ..judges.cache import JudgeCache
+from ..judges.guards import get_guards
 from ..judges.health import check_judge_sync, describe_judge
-from ..pipeline import RewardPipeline
-from ..slicers import PRESETS
-from ..templates import MODES, Mode, template_named
+from ..judges.templates import MODES, Mode, template_named
+from ..rewards.calibration import CALIBRATORS
+from ..rewards.pipeline import RewardPipeline
+from ..text.slicers import PRESETS
 from .judge_args import add_judge_arguments, engine_log_of, make_judge
 from .parser import ExpRLParser
 from .summary import Progress

@@ -1,6 +1,6 @@
 """The pipeline a score command line names, and the settings stored with every row.
 
-``--route released`` builds a :class:`~exprl_rewards.routing.RoutedPipeline` instead of
+``--route released`` builds a :class:`~exprl_rewards.rewards.routing.RoutedPipeline` instead of
 one pipeline: each row goes to its domain's pipeline by the released rule (its
 ``ability`` and ``extra_info``), and its record names the route. Shared by the
 single-machine path and the Ray actors, so both build and record alike.
@@ -15,15 +15,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..calibration import NORM_STRATEGIES, NormStrategyCalibrator, load_calibrator
 from ..errors import ConfigError
-from ..guards import get_guards
-from ..jsonl import FieldMap, RowError, SourceRow
+from ..io.jsonl import FieldMap, RowError, SourceRow
 from ..judges.cache import JudgeCache
-from ..pipeline import RewardPipeline
-from ..rollout import Rollout
-from ..routing import RoutedPipeline, released_route, released_routes, route_problem
-from ..templates import DEFAULT_MODE, Mode, template_named
+from ..judges.guards import get_guards
+from ..judges.templates import DEFAULT_MODE, Mode, template_named
+from ..rewards.calibration import NORM_STRATEGIES, NormStrategyCalibrator, load_calibrator
+from ..rewards.pipeline import RewardPipeline
+from ..rewards.routing import RoutedPipeline, released_route, released_routes, route_problem
+from ..text.rollout import Rollout
 from .judge_args import default_template, is_embedded, make_judge
 
 __all__ = ["AnyPipeline", "build_pipeline", "route_errors", "run_settings", "with_routes"]

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from ..jsonl import RowError, SourceRow
+from ..io.jsonl import RowError, SourceRow
 from .output import Output
 from .records import input_digest
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExpRLError
-from ..guards import DEFAULT_GUARDS, GUARDS
 from ..judges.base import DEFAULT_MIN_MASS, Judge
 from ..judges.cache import JudgeCache
-from ..local_model import DEFAULT_MODEL_NAME, cache_dir
+from ..judges.guards import DEFAULT_GUARDS, GUARDS
+from ..judges.local_model import DEFAULT_MODEL_NAME, cache_dir
 
 __all__ = [
     "add_judge_arguments",
@@ -207,7 +207,7 @@ def make_judge(args: argparse.Namespace, cache: JudgeCache | None) -> Judge:
             args.vllm_model, max_tokens=args.max_tokens or 2048, top_logprobs=top, cache=cache,
             constrain_scores=bool(args.constrain_scores), engine_log=log,
         )  # fmt: skip
-    from ..local_model import default_model_dir
+    from ..judges.local_model import default_model_dir
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

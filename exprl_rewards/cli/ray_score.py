@@ -34,8 +34,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import ExpRLError, MissingExtraError
-from ..jsonl import SourceRow
-from ..results import BatchResult
+from ..io.jsonl import SourceRow
+from ..rewards.results import BatchResult
 from .failures import BackendFailures
 from .output import Output
 from .summary import Progress

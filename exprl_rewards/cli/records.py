@@ -10,9 +10,9 @@ import hashlib
 import json
 from typing import Any
 
-from ..pipeline import RewardPipeline
-from ..results import RolloutResult
-from ..rollout import Rollout
+from ..rewards.pipeline import RewardPipeline
+from ..rewards.results import RolloutResult
+from ..text.rollout import Rollout
 
 __all__ = ["input_digest", "record"]
 

@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, ExpRLError, InputError, JudgeUnavailable
-from ..jsonl import FieldMap, SourceRow, read_rollouts
+from ..io.jsonl import FieldMap, SourceRow, read_rollouts
 from ..judges.health import check_judge_sync, describe_judge
 from ..judges.progress import listening
-from ..pipeline import BatchResult
+from ..rewards.pipeline import BatchResult
 from .build import AnyPipeline, build_pipeline, route_errors, run_settings, with_routes
 from .checks import BadRows, check_resume, errors_file, skip_bad_rows
 from .failures import BackendFailures

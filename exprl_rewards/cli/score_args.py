@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 
-from ..calibration import NORM_STRATEGIES
-from ..jsonl import FieldMap
-from ..slicers import PRESETS
-from ..templates import DEFAULT_MODE, MODES, TEMPLATES
+from ..io.jsonl import FieldMap
+from ..judges.templates import DEFAULT_MODE, MODES, TEMPLATES
+from ..rewards.calibration import NORM_STRATEGIES
+from ..text.slicers import PRESETS
 from .failures import DEFAULT_MAX_BACKEND_FAILURES
 from .judge_args import add_judge_arguments
 from .parser import ExpRLParser

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from ..pipeline import BatchResult
+from ..rewards.pipeline import BatchResult
 
 __all__ = ["Progress", "print_summary", "summarize"]
 

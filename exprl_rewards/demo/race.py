@@ -15,7 +15,7 @@ training rollout so far), the method's own mean reward, the exact pass@1 and pas
 the policy after the step (mean over prompts of ``p`` and ``1 - (1 - p)^k``), the mean
 entropy of the sampled tokens' next-token rows (what trainers log as ``entropy``), and
 the share of rollouts holding the quirk token. Through Stage I a hack alarm
-(:class:`~exprl_rewards.canaries.HackAlarm`) watches the judge: each step it also grades
+(:class:`~exprl_rewards.rewards.canaries.HackAlarm`) watches the judge: each step it also grades
 canaries (a quirk token alone, nothing solved: 5% of the batch) and checks the answers;
 ``canary`` is their mean reward, ``alarm`` and ``alarm_divergence`` its two signals
 (canaries at the honest mean; reward rising with no accuracy rise). At the end,
@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..canaries import HackAlarm
-from ..metrics import pass_at_k
+from ..rewards.canaries import HackAlarm
+from ..rewards.metrics import pass_at_k
 from .rewards import reward
 from .world import FloatArray, JudgeSim, Policy, World
 

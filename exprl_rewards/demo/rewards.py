@@ -4,12 +4,13 @@ Three kinds of reward, as in the paper:
 
 - ``sparse``: 1 for a correct rollout, else 0; GRPO over each prompt's group.
 - ``outcome`` (ExpRL-Outcome): the judge grades the whole rollout against the reference
-  (1-5, normalised); GRPO over the group (:func:`~exprl_rewards.advantages.outcome_advantages`).
+  (1-5, normalised); GRPO over the group
+  (:func:`~exprl_rewards.rewards.advantages.outcome_advantages`).
 - ``process-ESTIMATOR`` (ExpRL-Process): the judge grades every prefix ending at a step
   boundary; the step scores go through
-  :func:`~exprl_rewards.advantages.process_advantages` (``delta`` as released, ``end``,
+  :func:`~exprl_rewards.rewards.advantages.process_advantages` (``delta`` as released, ``end``,
   ``group``, ``rtg``, ``rtg-norm``: return-to-go on group-standardised increments) and
-  :func:`~exprl_rewards.tokens.broadcast_to_tokens` spreads each step's value over its
+  :func:`~exprl_rewards.text.tokens.broadcast_to_tokens` spreads each step's value over its
   tokens, exactly as the reward pipeline does for a trainer.
 """
 
@@ -19,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..advantages import outcome_advantages, process_advantages
-from ..ragged import Ragged
-from ..tokens import broadcast_to_tokens
+from ..rewards.advantages import outcome_advantages, process_advantages
+from ..text.ragged import Ragged
+from ..text.tokens import broadcast_to_tokens
 from .world import FloatArray, JudgeSim, Rollouts, World
 
 __all__ = ["METHODS", "Reward", "reward"]

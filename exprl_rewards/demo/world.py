@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ..parsing import normalize_score
+from ..judges.parsing import normalize_score
 
 __all__ = ["JudgeSim", "Policy", "Rollouts", "World"]
 

@@ -7,7 +7,7 @@ prompt -> :class:`JudgeRequest` -> backend -> :class:`RawOutput` -> :func:`finis
 backend and for cache hits alike:
 
 - **the text decides**: the score is the number on the judge's last score line
-  (:func:`~exprl_rewards.parsing.parse_score`, which ignores text echoed from the
+  (:func:`~exprl_rewards.judges.parsing.parse_score`, which ignores text echoed from the
   request's own fences); an answer the parser rejects is unscored with the parser's
   reason, whatever the logprobs say;
 - **logprobs refine**: when the token holding that number has top logprobs, the score
@@ -42,7 +42,9 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from ..parsing import (
+from ..text.rollout import Score
+from . import progress
+from .parsing import (
     ParsedScore,
     normalize_score,
     parse_score,
@@ -51,9 +53,7 @@ from ..parsing import (
     score_distribution,
     untrusted_score_lines,
 )
-from ..rollout import Score
-from ..templates import ChatMessage, JudgeTemplate
-from . import progress
+from .templates import ChatMessage, JudgeTemplate
 
 __all__ = [
     "DEFAULT_MIN_MASS",

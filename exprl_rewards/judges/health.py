@@ -28,8 +28,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..errors import JudgeUnavailable
-from ..templates import ChatMessage
 from .base import Judge, Judgement, JudgeRequest, run_sync, score_choices
+from .templates import ChatMessage
 
 __all__ = [
     "CHECK_REQUEST",

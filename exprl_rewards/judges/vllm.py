@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MissingExtraError
-from ..local_model import cpu_dtype
 from . import progress
 from .base import CachedBatch, Judgement, JudgeRequest, RawOutput, TokenLogprobs, finish, unscored
 from .cache import JudgeCache
+from .local_model import cpu_dtype
 from .logs import engine_output
 
 __all__ = ["VLLMJudge"]
@@ -62,7 +62,7 @@ class VLLMJudge:
             ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` for this process).
         **llm_kwargs: passed to ``vllm.LLM`` (e.g. ``max_model_len=2048``,
             ``enforce_eager=True``). ``enable_prefix_caching`` defaults to True; on a CPU
-            ``dtype`` defaults to :func:`~exprl_rewards.local_model.cpu_dtype` (float32
+            ``dtype`` defaults to :func:`~exprl_rewards.judges.local_model.cpu_dtype` (float32
             unless the CPU has native bf16).
     """
 

@@ -34,7 +34,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import ConfigError
-from ..templates import Mode
+from ..judges.templates import Mode
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -118,7 +118,7 @@ class JudgeConfig(_Section):
     timeout: float = Field(120.0, gt=0)
     guards: str = Field(
         "content-gate,neutraliser",
-        description="defences against responses that game the judge (exprl_rewards.guards);"
+        description="defences against responses that game the judge (exprl_rewards.judges.guards);"
         " 'none' turns them off",
     )
 
@@ -135,7 +135,7 @@ class JudgeConfig(_Section):
 
 
 class WatchConfig(_Section):
-    """Canaries and the hack alarm (:mod:`exprl_rewards.canaries`), Stage I only."""
+    """Canaries and the hack alarm (:mod:`exprl_rewards.rewards.canaries`), Stage I only."""
 
     canary_share: float = Field(
         0.05, ge=0, le=1, description="canaries graded per honest rollout; 0: none"
@@ -215,9 +215,9 @@ def _check_names(judge: JudgeConfig) -> None:
     """Slicer, estimator and template names, checked when the config loads, not at step 1."""
     from typing import get_args
 
-    from ..advantages import ProcessEstimator
-    from ..slicers import PRESETS as SLICERS
-    from ..templates import TEMPLATES
+    from ..judges.templates import TEMPLATES
+    from ..rewards.advantages import ProcessEstimator
+    from ..text.slicers import PRESETS as SLICERS
 
     if judge.slicer not in SLICERS:
         raise ValueError(f"judge.slicer: unknown {judge.slicer!r}; known: {', '.join(SLICERS)}")
@@ -226,7 +226,7 @@ def _check_names(judge: JudgeConfig) -> None:
         known = ", ".join(estimators)
         raise ValueError(f"judge.estimator: unknown {judge.estimator!r}; known: {known}")
     from ..errors import ConfigError
-    from ..guards import get_guards
+    from ..judges.guards import get_guards
 
     try:
         get_guards(judge.guards)

@@ -29,10 +29,10 @@ import torch
 
 from .. import OpenAIJudge, RewardPipeline, Rollout, outcome_advantages
 from ..adapters.offsets import token_offsets
-from ..answers import check_answer
-from ..batch_stats import scalar_metrics
-from ..canaries import Canaries, HackAlarm, Watch
-from ..guards import get_guards
+from ..judges.guards import get_guards
+from ..rewards.batch_stats import scalar_metrics
+from ..rewards.canaries import Canaries, HackAlarm, Watch
+from ..text.answers import check_answer
 from .config import TrainConfig
 from .loss import policy_loss
 from .policy import Batch, Policy
@@ -42,7 +42,7 @@ from .tasks import Task
 __all__ = ["StepData", "make_judge", "make_watch", "reward_step", "train_step"]
 
 
-# the released trainer's metrics, from the batch summary (see exprl_rewards.batch_stats)
+# the released trainer's metrics, from the batch summary (see exprl_rewards.rewards.batch_stats)
 TRAINING_METRICS = ("raw_score_counts", "step_score_mean", "steps_per_response",
                     "groups_all_zero", "groups_all_one", "groups_mixed", "last_step_mean",
                     "last_step_std")  # fmt: skip
@@ -77,7 +77,7 @@ def make_judge(config: TrainConfig, model_dir: str, stack: ExitStack) -> RewardP
     if j.base_url:
         urls, model = j.base_url, j.model
     else:
-        from ..local_model import VLLMServer
+        from ..judges.local_model import VLLMServer
 
         log = config.run.out / "judge-server.log"
         server = stack.enter_context(

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..answers import check_answer
-from ..local_model import default_model_dir
-from ..metrics import pass_at_k
+from ..judges.local_model import default_model_dir
+from ..rewards.metrics import pass_at_k
+from ..text.answers import check_answer
 from .config import TrainConfig
 from .loop import (
     StepData,

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ..answers import Dataset, gold_answer
 from ..audit.datasets import default_data_dir
 from ..errors import InputError
+from ..text.answers import Dataset, gold_answer
 from .config import DataConfig
 
 __all__ = ["Task", "load_tasks", "policy_prompt"]

@@ -1,6 +1,6 @@
 """Step slicers: cut a response into the segments a process judge scores.
 
-A slicer returns :class:`~exprl_rewards.rollout.Segment` objects with exact character
+A slicer returns :class:`~exprl_rewards.text.rollout.Segment` objects with exact character
 spans: the segments are contiguous, cover the whole text, and their texts joined give
 back the input exactly. Nothing is stripped or dropped; whitespace always belongs to
 some segment (the prompt layer decides what the judge sees).
@@ -46,7 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from .errors import ConfigError, unknown_name
+from ..errors import ConfigError, unknown_name
 from .rollout import Segment
 
 __all__ = [

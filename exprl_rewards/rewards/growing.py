@@ -3,7 +3,7 @@ rollout that only grows.
 
 Request 1 is the template's opening (instructions, problem, reference) with step 1.
 Request k is request k - 1, then the judge's own answer to it (as an assistant turn),
-then a user turn with step k (:meth:`~exprl_rewards.templates.JudgeTemplate.turn`), then
+then a user turn with step k (:meth:`~exprl_rewards.judges.templates.JudgeTemplate.turn`), then
 the prefill. With prefix caching every request reuses everything before its new step:
 the rollout is prefilled about once, plus a turn's few tokens and the part of a KV block
 the cache cannot reuse, per step.
@@ -23,8 +23,8 @@ import asyncio
 import dataclasses
 from collections.abc import Sequence
 
-from .judges.base import Judge, Judgement, JudgeRequest
-from .templates import ChatMessage
+from ..judges.base import Judge, Judgement, JudgeRequest
+from ..judges.templates import ChatMessage
 
 __all__ = ["UNJUDGED", "conversation", "judge_in_turns"]
 

@@ -13,7 +13,7 @@ pipeline applies one to every score before computing advantages.
   (``smooth``, ``extreme_only``, ``extreme_only_clipped``, ``semi_smooth``).
 
 The fitted ones turn a judge's score into a probability that the rollout (outcome) or
-the step (process) is right. Fit them with :func:`~exprl_rewards.fitting.fit_calibrator`
+the step (process) is right. Fit them with :func:`~exprl_rewards.rewards.fitting.fit_calibrator`
 on labelled data
 (``python -m exprl_rewards.audit`` does, on one split, and reports on another), save
 them as a small JSON file that records what they were fitted on, and load them with
@@ -32,7 +32,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from .errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
 
 __all__ = [
     "CALIBRATORS",

@@ -1,6 +1,6 @@
 """The training metrics the released ExpRL trainer logs, from one batch's results.
 
-:meth:`~exprl_rewards.results.BatchResult.summary` includes them, so a trainer adapter or
+:meth:`~exprl_rewards.rewards.results.BatchResult.summary` includes them, so a trainer adapter or
 the reference trainer logs the same figures the released code does, for runs to be held
 side by side:
 
@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .guards import GUARDS, GuardHit
+from ..judges.guards import GUARDS, GuardHit
 
 __all__ = ["STEP_POSITIONS", "ScoredRollout", "scalar_metrics", "training_metrics"]
 

@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Union
 
-from .errors import ConfigError
-from .rollout import GuardHit  # the data model's; guards make them
+from ..errors import ConfigError
+from ..text.rollout import GuardHit  # the data model's; guards make them
 
 if TYPE_CHECKING:
     from .score_guards import SecondLook, VerifierCap
@@ -236,7 +236,7 @@ def _make(name: str, arg: str | None) -> Guard:
 
 
 # name: what it takes after a colon. The score guards act on the judge's scores
-# (exprl_rewards.score_guards): verifier-cap:CAP (default 0.25), second-look:FRACTION (1).
+# (exprl_rewards.judges.score_guards): verifier-cap:CAP (default 0.25), second-look:FRACTION (1).
 GUARDS = {"content-gate": "", "neutraliser": "", "verifier-cap": "CAP", "second-look": "FRACTION"}
 # Both cost nothing and fired on none of the right solutions in the repository's data.
 DEFAULT_GUARDS = ("content-gate", "neutraliser")

@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from .errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
 
 __all__ = ["kl_penalty"]
 

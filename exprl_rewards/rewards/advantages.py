@@ -1,7 +1,7 @@
 """Advantages from judge scores: outcome (one per rollout) and process (one per segment).
 
 Everything is vectorised numpy over the whole batch: groups are given by id, process
-scores are :class:`~exprl_rewards.ragged.Ragged` rows (one row of segment scores per
+scores are :class:`~exprl_rewards.text.ragged.Ragged` rows (one row of segment scores per
 rollout). Scores are usually the judge's normalised [0, 1] values.
 
 **Unscored is not zero.** A NaN score means the judge gave no score. An unscored
@@ -50,8 +50,8 @@ from typing import Any, Literal, get_args
 import numpy as np
 import numpy.typing as npt
 
-from .errors import ConfigError, InputError, unknown_name
-from .ragged import Ragged
+from ..errors import ConfigError, InputError, unknown_name
+from ..text.ragged import Ragged
 
 __all__ = [
     "OutcomeAdvantages",

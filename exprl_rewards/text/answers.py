@@ -1,7 +1,7 @@
 """Rule-based answer checking: Stage II's sparse reward and the verifier-cap guard.
 
 :func:`check_answer` is Stage II's sparse reward: 1 when the final answer is right, else
-0. :func:`verify` is the three-way form the verifier cap (:mod:`exprl_rewards.score_guards`)
+0. :func:`verify` is the three-way form the verifier cap (:mod:`exprl_rewards.judges.score_guards`)
 uses: right, wrong, or None when no rule can decide.
 
 - **The answer** is the content of the response's last ``\\boxed{...}`` (braces
@@ -21,7 +21,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Literal
 
-from .errors import MissingExtraError
+from ..errors import MissingExtraError
 
 __all__ = [
     "MAX_ANSWER_CHARS",

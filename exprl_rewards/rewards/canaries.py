@@ -14,7 +14,7 @@ are exactly what they would be without them.
   reaches the honest mean (less ``margin``): canaries and honest rollouts both at 0 say
   nothing;
 - **divergence**: where a rule can check the final answers
-  (:func:`~exprl_rewards.answers.verify`), the judge's mean reward rises by at least
+  (:func:`~exprl_rewards.text.answers.verify`), the judge's mean reward rises by at least
   ``rise`` against the window before while the verifier's accuracy does not rise.
 
 :class:`Watch` puts both around a :class:`~exprl_rewards.RewardPipeline`; the metrics
@@ -34,12 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from .answers import reference_answer, verify
-from .errors import ConfigError
-from .judges.base import run_sync
+from ..errors import ConfigError
+from ..judges.base import run_sync
+from ..text.answers import reference_answer, verify
+from ..text.rollout import Rollout
 from .pipeline import RewardPipeline
 from .results import BatchResult
-from .rollout import Rollout
 
 __all__ = ["CANARY_FAMILIES", "Canaries", "HackAlarm", "Watch", "is_canary"]
 
@@ -237,7 +237,7 @@ class Watch:
         pipeline: the reward pipeline (its guards apply to canaries too).
         canaries: the canary builder; None grades no canary (the divergence check alone).
         alarm: the alarm; default :class:`HackAlarm()`.
-        verifier: check final answers with :func:`~exprl_rewards.answers.verify`.
+        verifier: check final answers with :func:`~exprl_rewards.text.answers.verify`.
     """
 
     def __init__(

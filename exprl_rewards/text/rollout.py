@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["GuardHit", "Rollout", "Score", "Segment", "scores_to_array"]
 

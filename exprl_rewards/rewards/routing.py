@@ -2,7 +2,7 @@
 
 The paper's mixed-domain runs (math, science QA, code) grade some rows per step and the
 rest per rollout, each domain with its own judge template. :class:`RoutedPipeline` holds
-one :class:`~exprl_rewards.pipeline.RewardPipeline` per route, sends every rollout to the
+one :class:`~exprl_rewards.rewards.pipeline.RewardPipeline` per route, sends every rollout to the
 route a function picks from the rollout, scores each route's rows together, and returns
 the results in input order, as one pipeline would.
 
@@ -25,11 +25,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .errors import ConfigError, InputError
-from .judges.base import Judge, run_sync
+from ..errors import ConfigError, InputError
+from ..judges.base import Judge, run_sync
+from ..text.rollout import Rollout
 from .pipeline import RewardPipeline
 from .results import BatchResult, RolloutResult
-from .rollout import Rollout
 
 __all__ = ["RoutedPipeline", "released_route", "released_routes", "route_problem"]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from .judges.base import Judgement, JudgeRequest
+from ..judges.base import Judgement, JudgeRequest
 
 __all__ = ["expand", "mark_steps", "several"]
 

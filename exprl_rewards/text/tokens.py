@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from .errors import InputError
+from ..errors import InputError
 from .ragged import Ragged
 
 __all__ = ["TokenAdvantages", "broadcast_to_tokens"]

@@ -47,23 +47,18 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from .advantages import (
-    OutcomeEstimator,
-    ProcessEstimator,
-    outcome_advantages,
-    process_advantages,
-)
+from ..errors import ConfigError, InputError, unknown_name
+from ..judges.base import DEFAULT_MIN_MASS, Judge, JudgeRequest, run_sync
+from ..judges.guards import ContentGate, Guard, GuardHit, NeutralisedText, Neutraliser
+from ..judges.score_guards import SecondLook, apply_score_guards
+from ..judges.templates import PREFIX_MODES, JudgeTemplate, Mode, Order, get_template
+from ..text.rollout import Rollout, Segment
+from ..text.slicers import Slicer, get_slicer
+from .advantages import OutcomeEstimator, ProcessEstimator, outcome_advantages, process_advantages
 from .calibration import Calibrator, LinearCalibrator, probs_matrix
-from .errors import ConfigError, InputError, unknown_name
 from .growing import judge_in_turns
-from .guards import ContentGate, Guard, GuardHit, NeutralisedText, Neutraliser
-from .judges.base import DEFAULT_MIN_MASS, Judge, JudgeRequest, run_sync
 from .results import BatchResult, RolloutResult, SegmentResult, rollout_result
-from .rollout import Rollout, Segment
-from .score_guards import SecondLook, apply_score_guards
-from .slicers import Slicer, get_slicer
 from .tagged import expand, mark_steps, several
-from .templates import PREFIX_MODES, JudgeTemplate, Mode, Order, get_template
 
 __all__ = ["BatchResult", "RewardPipeline", "RolloutResult", "SegmentResult"]
 
@@ -89,11 +84,11 @@ class RewardPipeline:
         judge: any :class:`~exprl_rewards.judges.base.Judge`.
         mode: ``"outcome"``, ``"process-segment"`` (released), ``"process-prefix"``,
             ``"process-growing"`` (prefix scores from one growing conversation per
-            rollout: :mod:`exprl_rewards.growing`) or ``"process-tagged"`` (every step
-            in one request: :mod:`exprl_rewards.tagged`).
+            rollout: :mod:`exprl_rewards.rewards.growing`) or ``"process-tagged"`` (every step
+            in one request: :mod:`exprl_rewards.rewards.tagged`).
         template: a :class:`JudgeTemplate` or a built-in name; default: the mode's
             reasoning template.
-        slicer: a :class:`~exprl_rewards.slicers.Slicer` or a preset name (process modes).
+        slicer: a :class:`~exprl_rewards.text.slicers.Slicer` or a preset name (process modes).
         calibrator: maps raw scores to [0, 1]; default (N - 1) / 4.
         outcome_estimator: ``"grpo"``, ``"drgrpo"`` or ``"rloo"`` (outcome mode).
         process_estimator: ``"delta"``, ``"end"``, ``"group"``, ``"prefix"`` or ``"rtg"``.
@@ -118,7 +113,7 @@ class RewardPipeline:
             if its final answer is right), used as s_K by DeltaNorm, EndNorm and the prefix
             variant (released ``which_last_step="outcome"``); None masks the rollout.
         guards: defences against responses that game the judge
-            (:func:`~exprl_rewards.guards.get_guards`): a content gate gives a response
+            (:func:`~exprl_rewards.judges.guards.get_guards`): a content gate gives a response
             with nothing in it the scale's minimum without a judge call, a neutraliser
             removes grader-directed spans from what the judge sees. Default: none here;
             the score CLI and the server turn both on.

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from .alignment import segment_token_ranges
+from ..judges.base import Judgement
+from ..judges.guards import GuardHit
+from ..judges.health import is_backend_failure
+from ..text.alignment import segment_token_ranges
+from ..text.rollout import Rollout, Segment
 from .batch_stats import training_metrics
-from .guards import GuardHit
-from .judges.base import Judgement
-from .judges.health import is_backend_failure
-from .rollout import Rollout, Segment
 
 __all__ = ["BatchResult", "RolloutResult", "SegmentResult", "rollout_result"]
 
@@ -58,7 +58,7 @@ class RolloutResult:
             (NaN where masked), else None.
         judgements: the judge's raw verdicts, in segment order.
         truncated: the rollout hit the policy's length limit.
-        guards: the guards that fired on it, and why (:mod:`exprl_rewards.guards`).
+        guards: the guards that fired on it, and why (:mod:`exprl_rewards.judges.guards`).
     """
 
     id: str
@@ -93,7 +93,8 @@ class BatchResult:
 
     def summary(self) -> dict[str, Any]:
         """Totals (rollouts, scored, unscored by reason, mean score, judge usage, time) and
-        the released trainer's metrics (:func:`~exprl_rewards.batch_stats.training_metrics`)."""
+        the released trainer's metrics
+        (:func:`~exprl_rewards.rewards.batch_stats.training_metrics`)."""
         judgements = [j for r in self.results for j in r.judgements] + list(self.extra)
         scores = [r.score for r in self.results if r.score is not None]
         return {

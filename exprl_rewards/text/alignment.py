@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from .errors import AlignmentError
+from ..errors import AlignmentError
 from .rollout import Segment
 
 __all__ = ["segment_token_ranges", "token_segment_ids"]
@@ -82,7 +82,7 @@ def token_segment_ids(
     Returns:
         An int64 array of length T, non-decreasing, values in ``[0, K)``.
 
-    >>> from exprl_rewards.slicers import get_slicer
+    >>> from exprl_rewards.text.slicers import get_slicer
     >>> segs = get_slicer("blank-line").split("ab\\n\\ncd")
     >>> token_segment_ids(segs, [(0, 2), (2, 5), (5, 6)]).tolist()
     [0, 0, 1]
@@ -100,7 +100,7 @@ def segment_token_ranges(
     The ranges are contiguous and cover all T tokens; a segment with no tokens gets an
     empty range.
 
-    >>> from exprl_rewards.slicers import get_slicer
+    >>> from exprl_rewards.text.slicers import get_slicer
     >>> segs = get_slicer("blank-line").split("ab\\n\\ncd")
     >>> segment_token_ranges(segs, [0, 2, 5]).tolist()
     [[0, 2], [2, 3]]

@@ -1,7 +1,7 @@
 """Read rollouts from JSONL, with errors that name the file, the line and the field.
 
 The input is a file, standard input, a folder of shards or a remote store, JSONL
-(plain or compressed) or Parquet (:mod:`exprl_rewards.sources`); a Parquet row is
+(plain or compressed) or Parquet (:mod:`exprl_rewards.io.sources`); a Parquet row is
 checked as the JSON object it will be written as, its row number standing for the line.
 
 A row is any JSON object; :class:`FieldMap` says where each rollout field lives, as a
@@ -34,8 +34,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .errors import InputError
-from .rollout import Rollout
+from ..errors import InputError
+from ..text.rollout import Rollout
 from .sources import is_uri, records
 
 __all__ = ["FieldMap", "RowError", "SourceRow", "find_bad_string", "get_path", "read_rollouts"]
@@ -308,7 +308,7 @@ def read_rollouts(
 
     Args:
         path: a file, ``"-"`` (standard input), a folder or a URI
-            (:mod:`exprl_rewards.sources`).
+            (:mod:`exprl_rewards.io.sources`).
         fields: where each rollout field is.
         reserved: a top-level key that rows must not have (where results will go).
         metadata: rollout metadata to fill: key -> dotted path in the row (missing

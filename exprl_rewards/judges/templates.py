@@ -37,7 +37,7 @@ from typing import Literal, TypedDict
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
 
 __all__ = [
     "DEFAULT_MODE",
@@ -77,7 +77,7 @@ def prompts_dir() -> Path:
     shipped = Path(str(importlib.resources.files("exprl_rewards"))) / "prompts"
     if (shipped / "_base.jinja").is_file():
         return shipped
-    return Path(__file__).resolve().parent.parent / "prompts"
+    return Path(__file__).resolve().parents[2] / "prompts"
 
 
 def fence(text: str, label: str, key: str | None = None) -> str:

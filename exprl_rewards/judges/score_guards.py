@@ -1,10 +1,10 @@
 """Guards that act on the judge's scores: a verifier cap and a second look.
 
-The free guards (:mod:`exprl_rewards.guards`) read the response alone. These two read
+The free guards (:mod:`exprl_rewards.judges.guards`) read the response alone. These two read
 what the judge said, and are opt-in (``--guards content-gate,neutraliser,verifier-cap``):
 
 - :class:`VerifierCap`: where a rule can read the reference's final answer (``####``,
-  ``\\boxed{}``, an ``A:`` line; :func:`~exprl_rewards.answers.verify`), a rollout whose
+  ``\\boxed{}``, an ``A:`` line; :func:`~exprl_rewards.text.answers.verify`), a rollout whose
   final answer checks wrong, or that gives none, cannot score above ``cap`` (calibrated,
   0..1). In process modes the cap applies to the last step. Partial credit for progress
   stays (the method's point); only a wrong rollout's top scores go. No judge call.
@@ -26,9 +26,9 @@ from typing import Literal
 
 import numpy as np
 
-from .answers import extract_answer, reference_answer, verify
-from .errors import ConfigError
-from .rollout import GuardHit, Rollout
+from ..errors import ConfigError
+from ..text.answers import extract_answer, reference_answer, verify
+from ..text.rollout import GuardHit, Rollout
 
 __all__ = ["SecondLook", "VerifierCap", "apply_score_guards"]
 
@@ -44,7 +44,7 @@ class VerifierCap:
         no_answer: ``"cap"``: a rollout with no readable final answer is capped too (a
             policy cannot escape the cap by not answering); ``"pass"``: it is left alone.
         check: ``check(graded_text, reference) -> True | False | None`` (None: cannot
-            tell, never capped); default :func:`~exprl_rewards.answers.verify`.
+            tell, never capped); default :func:`~exprl_rewards.text.answers.verify`.
     """
 
     name = "verifier-cap"

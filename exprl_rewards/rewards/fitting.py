@@ -1,7 +1,7 @@
 """Fit calibrators to labelled judge scores: Platt, isotonic (PAV), temperature.
 
 :func:`fit_calibrator` takes raw scores on the judge's scale and 0/1 labels (the rollout
-or step is right) and returns a :class:`~exprl_rewards.calibration.SavedCalibrator` that
+or step is right) and returns a :class:`~exprl_rewards.rewards.calibration.SavedCalibrator` that
 records what it was fitted on. NaN scores (unscored) are left out of every fit.
 """
 
@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError
 from .calibration import (
     CALIBRATORS,
     FloatArray,
@@ -26,7 +27,6 @@ from .calibration import (
     _sigmoid,
     _tempered,
 )
-from .errors import ConfigError
 
 __all__ = ["fit_calibrator", "fit_isotonic", "fit_platt", "fit_temperature"]
 

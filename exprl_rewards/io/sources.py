@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, MissingExtraError
+from ..errors import InputError, MissingExtraError
 
 __all__ = ["DATA_SUFFIXES", "is_uri", "list_sources", "records"]
 
