@@ -15,6 +15,9 @@ from exprl_rewards.judges.local_model import VLLMServer
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
+# A verifiers taskset for tests/test_verifiers_eval.py, which vf-eval imports in
+# .venv-verifiers; not a test module (--doctest-modules would import it everywhere).
+collect_ignore = ["verifiers_tasks"]
 
 
 @pytest.fixture(scope="session")
