@@ -48,6 +48,7 @@ __all__ = ["ToyProblem", "main", "verify"]
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 Claim = Literal["unbiased", "direction", ""]
+Semantics = Literal["prefix", "segment"]
 TOLERANCE = 1e-8
 
 
@@ -58,12 +59,24 @@ class ToyProblem:
         vocab: V, choices per token.
         segments: K, segments per sequence.
         tokens_per_segment: T.
-        noise: std of the fixed noise added to each prefix's score (then clipped to [0, 1]).
+        noise: std of the fixed noise added to each score (then clipped to [0, 1]).
         seed: seeds the reference, the noise and the initial policy.
+        semantics: what a step's score means. ``"prefix"``: the rollout up to the step,
+            the share of the whole reference matched so far (the paper's description);
+            ``"segment"``: the step alone against its part of the reference, the share of
+            its own tokens that match (the released math judge, which sees one step and
+            the reference). The noise is fixed per judged text: per prefix, or per
+            segment's own tokens.
     """
 
     def __init__(
-        self, vocab: int, segments: int, tokens_per_segment: int, noise: float, seed: int
+        self,
+        vocab: int,
+        segments: int,
+        tokens_per_segment: int,
+        noise: float,
+        seed: int,
+        semantics: Semantics = "prefix",
     ) -> None:
         rng = np.random.default_rng(seed)
         self.vocab, self.segments, self.tps = vocab, segments, tokens_per_segment
@@ -77,15 +90,23 @@ class ToyProblem:
         self.prefix_rows: IntArray = np.stack(
             [self.level_offsets[t] + n // vocab ** (length - t) for t in range(length)], axis=1
         )
-        matched = np.cumsum(self.seqs == self.reference, axis=1)[
-            :, tokens_per_segment - 1 :: tokens_per_segment
-        ]
-        scores = matched / length
+        self.semantics = semantics
+        right = self.seqs == self.reference
+        t = tokens_per_segment
+        if semantics == "prefix":
+            scores = np.cumsum(right, axis=1)[:, t - 1 :: t] / length
+        else:  # each segment alone: its own tokens against the reference's at their place
+            scores = right.reshape(len(self.seqs), segments, t).mean(axis=2)
         for k in range(segments):
-            prefix_len = (k + 1) * tokens_per_segment
-            table = rng.normal(0.0, noise, size=vocab**prefix_len)
-            scores[:, k] += table[n // vocab ** (length - prefix_len)]
+            end = (k + 1) * t
+            table = rng.normal(0.0, noise, size=vocab ** (end if semantics == "prefix" else t))
+            judged = n // vocab ** (length - end)  # the prefix's id ...
+            if semantics == "segment":
+                judged = judged % vocab**t  # ... or the segment's own tokens
+            scores[:, k] += table[judged]
         self.scores: FloatArray = np.clip(scores, 0.0, 1.0)
+        # the sparse objective: the whole reference reproduced
+        self.correct: FloatArray = right.all(axis=1).astype(np.float64)
         self.theta: FloatArray = rng.normal(0.0, 1.0, size=(int(self.level_offsets[-1]), vocab))
 
     def policy(self, theta: FloatArray) -> FloatArray:
@@ -225,6 +246,7 @@ class Row:
     claim: Claim
     cos_final: float
     cos_mean: float
+    cos_correct: float
     scale: float
     rel_bias: float
     delta_j: float
@@ -239,6 +261,7 @@ def verify(
     final = problem.scores[:, -1]
     grad_final = problem.exact_gradient(problem.theta, final)
     grad_mean = problem.exact_gradient(problem.theta, problem.scores.mean(axis=1))
+    grad_correct = problem.exact_gradient(problem.theta, problem.correct)
     j0 = problem.objective(problem.theta, final)
     rows, updates = [], {}
     for spec in estimators(group):
@@ -260,6 +283,7 @@ def verify(
                 spec.claim,
                 cos,
                 _cos(u, grad_mean),
+                _cos(u, grad_correct),
                 scale,
                 rel_bias,
                 problem.objective(stepped, final) - j0,
@@ -278,6 +302,21 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--noise", type=float, default=0.1, help="judge noise std (default 0.1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--semantics",
+        choices=["prefix", "segment"],
+        default="prefix",
+        help="what a step's score means: the rollout so far against the whole reference"
+        " (prefix), or the step alone against its part of it (segment: the released math"
+        " judge)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="with more than one, the exact table over seeds SEED, SEED+1, ... (mean and"
+        " least cosine per estimator; every seed's claims checked), and no Monte Carlo",
+    )
+    p.add_argument(
         "--samples",
         default="100,1000,10000",
         help="Monte Carlo group counts, comma-separated (default 100,1000,10000)",
@@ -285,22 +324,57 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def over_seeds(args: argparse.Namespace) -> int:
+    """The exact table over ``args.seeds`` seeds: how each estimator's expected update
+    aligns with each objective, as a mean and the least over seeds."""
+    t0 = time.perf_counter()
+    seeds = range(args.seed, args.seed + args.seeds)
+    rows: dict[str, list[Row]] = {}
+    for seed in seeds:
+        problem = ToyProblem(args.vocab, args.segments, args.tokens_per_segment, args.noise,
+                             seed, args.semantics)  # fmt: skip
+        for r in verify(problem, args.group)[0]:
+            rows.setdefault(r.name, []).append(r)
+    print(
+        f"Toy problems: V={args.vocab}, K={args.segments} x T={args.tokens_per_segment},"
+        f" G={args.group}, judge noise {args.noise}, {args.semantics} scores, seeds"
+        f" {seeds.start}-{seeds.stop - 1}: cosine of the expected update with each"
+        " objective's gradient, mean (least)"
+    )
+    header = f"{'estimator':<27} {'E[s_K]':>15} {'E[mean s_k]':>15} {'P[right]':>15}"
+    print(header + "\n" + "-" * len(header))
+    for name, runs in rows.items():
+        cells = [np.array([getattr(r, c) for r in runs]) for c in
+                 ("cos_final", "cos_mean", "cos_correct")]  # fmt: skip
+        print(f"{name:<27} " + " ".join(f"{c.mean():>+7.3f} ({c.min():+.3f})" for c in cells))
+    failed = sorted({r.name for runs in rows.values() for r in runs if not r.ok})
+    print(f"\n{time.perf_counter() - t0:.1f} s")
+    if failed:
+        print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    print("PASSED: every estimator documented as unbiased is unbiased on every seed.")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the verification, print the tables, return the exit code."""
     args = _parse(argv)
+    if args.seeds > 1:
+        return over_seeds(args)
     t0 = time.perf_counter()
-    problem = ToyProblem(args.vocab, args.segments, args.tokens_per_segment, args.noise, args.seed)
+    problem = ToyProblem(args.vocab, args.segments, args.tokens_per_segment, args.noise,
+                         args.seed, args.semantics)  # fmt: skip
     n = len(problem.seqs)
     print(
         f"Toy problem: V={args.vocab}, K={args.segments} segments x T={args.tokens_per_segment} "
         f"tokens, {n} sequences, groups of G={args.group} ({n**args.group} enumerated), "
-        f"judge noise {args.noise}, seed {args.seed}"
+        f"judge noise {args.noise}, seed {args.seed}, {args.semantics} scores"
     )
     print(f"E[s_K] = {problem.objective(problem.theta, problem.scores[:, -1]):.4f}\n")
     rows, updates = verify(problem, args.group)
     header = (
         f"{'estimator':<27} {'claim':<9} {'cos E[s_K]':>10} {'cos E[mean]':>11} "
-        f"{'scale':>8} {'rel.bias':>9} {'dE[s_K]':>9}  check"
+        f"{'cos P[right]':>12} {'scale':>8} {'rel.bias':>9} {'dE[s_K]':>9}  check"
     )
     print(header)
     print("-" * len(header))
@@ -308,9 +382,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         check = "ok" if r.claim and r.ok else ("FAIL" if not r.ok else "-")
         print(
             f"{r.name:<27} {r.claim or '-':<9} {r.cos_final:>10.4f} {r.cos_mean:>11.4f} "
-            f"{r.scale:>8.4f} {r.rel_bias:>9.2e} {r.delta_j:>+9.5f}  {check}"
+            f"{r.cos_correct:>12.4f} {r.scale:>8.4f} {r.rel_bias:>9.2e} {r.delta_j:>+9.5f}  {check}"
         )
     print(
+        "\nP[right]: the probability of reproducing the whole reference (the sparse"
+        " reward), what both score semantics stand in for."
         f"\nscale: projection on grad E[s_K] / |grad|^2 (Dr. GRPO: (G-1)/G = "
         f"{(args.group - 1) / args.group:.4f}); dE[s_K]: change after a step of 0.05 along "
         f"the update; tolerance {TOLERANCE:g}."

@@ -70,3 +70,43 @@ def test_command_line_prints_the_table_and_passes(capsys: pytest.CaptureFixture[
     assert "process delta (released)" in out
     assert "PASSED" in out
     assert out.count(" ok") == 3
+
+
+def test_segment_scores_grade_each_step_alone() -> None:
+    """A hand-built case: the released judge sees one step and the reference, so a step
+    after a mistake can still be right; a prefix judge counts the rollout so far."""
+    prefix = v.ToyProblem(2, 2, 2, 0.0, 0, "prefix")
+    segment = v.ToyProblem(2, 2, 2, 0.0, 0, "segment")
+    ref = prefix.reference
+    assert (segment.reference == ref).all()
+    index = {tuple(s): i for i, s in enumerate(prefix.seqs)}
+    right = index[tuple(ref)]
+    slip = index[(1 - ref[0], *ref[1:])]  # one wrong token in the first step
+    late = index[(*ref[:3], 1 - ref[3])]  # one wrong token in the last step
+    assert segment.scores[right].tolist() == [1.0, 1.0]
+    assert segment.scores[slip].tolist() == [0.5, 1.0]  # the second step, alone, is right
+    assert prefix.scores[slip].tolist() == [0.25, 0.75]  # the rollout so far
+    assert segment.scores[late].tolist() == [1.0, 0.5]
+    assert segment.correct[right] == 1.0
+    assert segment.correct[slip] == segment.correct[late] == 0.0
+
+
+def test_which_estimator_follows_the_goal_depends_on_the_score_semantics() -> None:
+    """The robust findings of `verify --seeds 6` (docs/concepts.md), on three seeds: with
+    segment scores DeltaNorm and GroupNorm point toward solving (P[right]) on every seed,
+    and outcome / return-to-go, which chase the last step alone, do not; with prefix
+    scores return-to-go does better than DeltaNorm."""
+    cos: dict[tuple[str, str], list[float]] = {}
+    for semantics in ("prefix", "segment"):
+        for seed in range(3):
+            rows, _ = v.verify(v.ToyProblem(2, 3, 2, 0.1, seed, semantics), 3)
+            assert all(r.ok for r in rows)
+            for r in rows:
+                cos.setdefault((semantics, r.name), []).append(r.cos_correct)
+    for name in ("process delta (released)", "process group"):
+        assert min(cos["segment", name]) > 0
+        assert np.mean(cos["segment", name]) > np.mean(cos["segment", "outcome rloo"]) + 0.2
+    assert np.mean(cos["segment", "process rtg gamma=1"]) < 0.1
+    assert np.mean(cos["prefix", "process rtg gamma=1"]) > np.mean(
+        cos["prefix", "process delta (released)"]
+    )
