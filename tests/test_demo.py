@@ -163,6 +163,19 @@ def test_quick_demo_runs_without_torch_and_shows_the_robust_findings(tmp_path):
     assert hacked["alarm_step"][0] < hacked["pass1_peak_step"][0] - 10
     assert honest["alarm_seeds"][0] == 0.0
     assert "## The hack alarm" in (tmp_path / "findings.md").read_text()
+    # the released semantics turn the ranking round: with a segment judge DeltaNorm and
+    # GroupNorm beat sparse-only (paired), where with the prefix judge DeltaNorm does
+    # not; return-to-go, which follows the last step's score, no longer beats sparse
+    segment = got["segment"]
+    for name in ("process-delta", "process-group"):
+        assert segment[name]["pass1_vs_sparse"][1] > 0  # the paired interval's low end
+    assert (
+        race["process-delta"]["pass1_vs_sparse"][0] < segment["process-delta"]["pass1_vs_sparse"][1]
+    )
+    assert (
+        segment["process-rtg"]["pass1_vs_sparse"][0]
+        < segment["process-group"]["pass1_vs_sparse"][1]
+    )
 
 
 def test_the_alarm_watches_stage_one_without_changing_the_run():
@@ -174,3 +187,29 @@ def test_the_alarm_watches_stage_one_without_changing_the_run():
     honest = run("outcome", JudgeSim(), 1, TINY)
     assert not honest.curves["alarm"].any()
     assert honest.curves["canary"][: TINY.stage_one].max() <= 0.25
+
+
+def test_a_segment_judge_grades_each_step_alone():
+    """Hand-built: one wrong first token, then the rest of the reference and EOS. The
+    segment judge sees each step alone: the later steps are right; the prefix judge
+    sees no progress past the mistake."""
+    from exprl_rewards.demo.rewards import _segments
+    from exprl_rewards.demo.world import Rollouts
+
+    world = World(1, lengths=(4, 4), seed=0)
+    ref = world.reference[0]
+    tokens = np.full((1, 1, world.max_len), world.eos)
+    tokens[0, 0, :4] = [(ref[0] + 1) % world.vocab, ref[1], ref[2], ref[3]]
+    r = Rollouts(tokens=tokens, on_path=np.zeros_like(tokens, dtype=bool),
+                 length=np.array([[5]]), matched=np.array([[0]]),
+                 quirk_at=np.array([[world.max_len]]))  # fmt: skip
+    share, quirk, size = _segments(world, r, 2, 3)
+    assert share[0, 0].tolist() == [0.5, 1.0, 1.0]  # the EOS in its place is right too
+    assert size[0, 0].tolist() == [2, 2, 1]
+    assert not quirk.any()
+    judge = JudgeSim(noise=0.0, semantics="segment")
+    got = reward("process-group", world, r, judge, np.random.default_rng(0))
+    assert np.isfinite(got.rollout_reward).all()
+    assert got.rollout_reward[0, 0] == 1.0  # the last step, alone, is right
+    prefix = reward("process-group", world, r, JudgeSim(noise=0.0), np.random.default_rng(0))
+    assert prefix.rollout_reward[0, 0] == 0.0  # no progress past the first token

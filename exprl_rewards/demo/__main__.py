@@ -8,6 +8,8 @@ Three experiments, every one over the same seeds (seed s: the same world for eve
    judge's noise grows, against sparse-only.
 3. **flaws**: a harsh and a lenient (miscalibrated) judge, a length-biased one, and an
    exploitable one (a quirk token scores 5).
+4. **segment**: the race again with the released math judge's semantics, each process
+   step scored alone against its part of the reference (step sizes tuned for it).
 
 Writes ``OUT/results.json``, ``OUT/findings.md`` and ``OUT/demo.png`` (with matplotlib).
 """
@@ -73,8 +75,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def experiments(config: DemoConfig, progress: bool) -> dict[str, Any]:
     """Tune, then run the three experiments: experiment -> setting -> method -> runs."""
     seeds = range(config.seeds)
-    tuning = len(METHODS) * len(config.lr_grid) * config.tune_seeds
-    runs_total = config.seeds * (len(METHODS) + 2 * (len(NOISE) - 1) + 2 * len(FLAWS))
+    tuning = 2 * len(METHODS) * len(config.lr_grid) * config.tune_seeds
+    runs_total = config.seeds * (2 * len(METHODS) + 2 * (len(NOISE) - 1) + 2 * len(FLAWS))
     # disable=None: no bar when stderr is not a terminal (no frames in a redirected log)
     off = None if progress else True
     bar = tqdm(desc="runs", unit="run", disable=off, total=tuning + runs_total)
@@ -100,8 +102,17 @@ def experiments(config: DemoConfig, progress: bool) -> dict[str, Any]:
         for s in NOISE
     }
     flaws = {name: {m: runs(m, judge) for m in dense} for name, judge in FLAWS.items()}
+    segment_judge = replace(default, semantics="segment")
+    segment_lrs = tune(METHODS, segment_judge, config, done=tick)
+    segment = {
+        m: [run(m, segment_judge, seed, config, lr=segment_lrs[m],
+                stage_two_lr=segment_lrs["sparse"]) for seed in seeds]
+        for m in METHODS
+    }  # fmt: skip
+    bar.update(len(METHODS) * len(seeds))
     bar.close()
-    return {"race": race, "noise": noise, "flaws": flaws, "best_process": best, "lr": lrs}
+    return {"race": race, "noise": noise, "flaws": flaws, "best_process": best, "lr": lrs,
+            "segment": segment, "segment_lr": segment_lrs}  # fmt: skip
 
 
 def findings(results: dict[str, Any], config: DemoConfig) -> tuple[str, dict[str, Any]]:
@@ -113,6 +124,9 @@ def findings(results: dict[str, Any], config: DemoConfig) -> tuple[str, dict[str
     flaws = {f"{m}, {name} judge": summarise(r, at, sparse)
              for name, by in results["flaws"].items() for m, r in by.items()}  # fmt: skip
     lrs = ", ".join(f"{m} {lr:g}" for m, lr in results["lr"].items())
+    sparse_seg = results["segment"]["sparse"]
+    segment = {m: summarise(r, at, sparse_seg) for m, r in results["segment"].items()}
+    seg_lrs = ", ".join(f"{m} {lr:g}" for m, lr in results["segment_lr"].items())
     head = (f"{config.prompts} prompts x {config.group} rollouts, {config.steps} updates "
             f"({config.stage_one} Stage I), {config.seeds} seeds; mean [95% t-interval]. "
             f"Stage I step sizes, tuned on {config.tune_seeds} other seeds: {lrs} "
@@ -122,6 +136,10 @@ def findings(results: dict[str, Any], config: DemoConfig) -> tuple[str, dict[str
         "## Judge noise\n\n" + table(noise, {k: RACE_COLUMNS[k] for k in
                                              ("unlocked_stage1", "pass1", "pass1_vs_sparse")}),
         "## Judge flaws\n\n" + table(flaws, FLAW_COLUMNS),
+        "## Race with a segment judge (each step alone, as the released math judge)\n\n"
+        f"The same seeds and worlds; process scores grade each step alone against its part"
+        f" of the reference. Step sizes tuned for it: {seg_lrs}.\n\n"
+        + table(segment, RACE_COLUMNS),
         "## The hack alarm in Stage I (canaries: 5% of the batch)\n\n"
         + table({**{f"{m}, default judge": race[m] for m in ("outcome", results["best_process"])},
                  **flaws}, ALARM_COLUMNS),
@@ -133,7 +151,8 @@ def findings(results: dict[str, Any], config: DemoConfig) -> tuple[str, dict[str
     }  # fmt: skip
     summary = {"config": asdict(config), "lr": results["lr"],
                "best_process": results["best_process"], "race": race, "noise": noise,
-               "flaws": flaws, "race_mean_curves": mean_curves}  # fmt: skip
+               "flaws": flaws, "segment": segment, "segment_lr": results["segment_lr"],
+               "race_mean_curves": mean_curves}  # fmt: skip
     return text, summary
 
 

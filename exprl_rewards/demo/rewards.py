@@ -23,7 +23,7 @@ import numpy as np
 from ..rewards.advantages import outcome_advantages, process_advantages
 from ..text.ragged import Ragged
 from ..text.tokens import broadcast_to_tokens
-from .world import FloatArray, JudgeSim, Rollouts, World
+from .world import BoolArray, FloatArray, JudgeSim, Rollouts, World
 
 __all__ = ["METHODS", "Reward", "reward"]
 
@@ -64,9 +64,12 @@ def _process(
     steps = -(-rollouts.length // step_tokens)  # ceil: a last, shorter step
     most = int(steps.max())
     upto = np.minimum(np.arange(1, most + 1) * step_tokens, rollouts.length[..., None])
-    progress = world.progress(rollouts.matched[..., None], upto)
-    quirk = rollouts.quirk_at[..., None] < upto
-    scores = judge.score(progress, upto / world.max_len, quirk, rng)  # [P, G, most]
+    if judge.semantics == "segment":
+        progress, quirk, judged = _segments(world, rollouts, step_tokens, most)
+    else:
+        progress = world.progress(rollouts.matched[..., None], upto)
+        quirk, judged = rollouts.quirk_at[..., None] < upto, upto
+    scores = judge.score(progress, judged / world.max_len, quirk, rng)  # [P, G, most]
     real = np.arange(most) < steps[..., None]
     step_scores = Ragged(scores[real], steps.ravel())
     group_ids = np.repeat(np.arange(prompts), group)
@@ -83,6 +86,28 @@ def _process(
     values = np.where(per_token.mask, per_token.values, np.nan)
     last = scores[np.arange(prompts)[:, None], np.arange(group)[None, :], steps - 1]
     return Reward(values.reshape(prompts, group, world.max_len), last)
+
+
+def _segments(
+    world: World, rollouts: Rollouts, step_tokens: int, most: int
+) -> tuple[FloatArray, BoolArray, FloatArray]:
+    """Each step alone: the share of its tokens that match the reference at their place
+    (the reference's EOS included, nothing past it), whether it holds the quirk token,
+    and its length in tokens; ``[P, G, most]`` each."""
+    width = most * step_tokens
+    t = np.arange(width)
+    valid = t < rollouts.length[..., None]
+    tokens = np.full((*rollouts.length.shape, width), world.eos, dtype=np.int64)
+    tokens[..., : world.max_len] = rollouts.tokens[..., :width]
+    reference = np.full((world.prompts, width), -1, dtype=np.int64)  # -1: matches nothing
+    reference[:, : world.max_len] = world.reference[:, :width]
+    reference[t[None, :] > world.lengths[:, None]] = -1
+    right = valid & (tokens == reference[:, None, :])
+    shape = (*rollouts.length.shape, most, step_tokens)
+    size = valid.reshape(shape).sum(axis=-1)
+    share = right.reshape(shape).sum(axis=-1) / np.maximum(size, 1)
+    quirk = (valid & (tokens == world.quirk)).reshape(shape).any(axis=-1)
+    return share, quirk, size.astype(np.float64)
 
 
 def reward(

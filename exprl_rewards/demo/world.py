@@ -23,6 +23,7 @@ The score is normalised as released, (N - 1) / 4.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -47,12 +48,19 @@ class JudgeSim:
             (1: calibrated; > 1: harsh on partial work; < 1: lenient).
         length_bias: score points added for a response as long as the length limit.
         exploitable: a rollout (or prefix) holding the quirk token scores 5.
+        semantics: what a process step's score means. ``"prefix"``: the rollout so far
+            against the whole reference (q above); ``"segment"``: the step alone against
+            its part of the reference, the share of its tokens that match the reference
+            at their place, as the released math judge sees one step and the reference
+            (a step after a mistake can be right; a step with the quirk scores 5 when
+            exploitable). Outcome scores are the whole rollout's either way.
     """
 
     noise: float = 0.5
     gamma: float = 1.0
     length_bias: float = 0.0
     exploitable: bool = False
+    semantics: Literal["prefix", "segment"] = "prefix"
 
     def score(
         self, progress: FloatArray, length: FloatArray, quirk: BoolArray, rng: np.random.Generator
