@@ -95,7 +95,8 @@ def test_a_full_disk_for_the_output_is_one_line(
 def test_ctrl_c_mid_run_keeps_what_was_written_and_says_how_to_resume(
     server: FaultServer, tmp_path: Path
 ) -> None:
-    source = rows(tmp_path / "in.jsonl", 6, response=f"a FAULT:slow {tmp_path.name}")
+    # 30 rows of 2 s each: a SIGINT sent late on a loaded machine still lands mid-run
+    source = rows(tmp_path / "in.jsonl", 30, response=f"a FAULT:slow {tmp_path.name}")
     out = tmp_path / "out.jsonl"
     proc = subprocess.Popen(
         [sys.executable, "-m", "exprl_rewards.score", str(source), "-o", str(out),
@@ -112,7 +113,7 @@ def test_ctrl_c_mid_run_keeps_what_was_written_and_says_how_to_resume(
     assert "interrupted" in err
     assert "rerun the same command" in err
     assert "Traceback" not in err
-    assert 1 <= len(out.read_text().splitlines()) < 6
+    assert 1 <= len(out.read_text().splitlines()) < 30
 
 
 def test_a_deep_body_is_a_400_on_the_reward_server(server: FaultServer) -> None:
