@@ -92,6 +92,13 @@ def test_a_full_disk_for_the_output_is_one_line(
     assert "rerun the same command" in err
 
 
+def _ctrl_c_reaches_it() -> None:
+    """In the child: Ctrl-C as a terminal delivers it. A job started in the background
+    by a non-interactive shell (a CI runner's) inherits SIGINT ignored, and so would the
+    command under test, which then finished its run and exited 0."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_mid_run_keeps_what_was_written_and_says_how_to_resume(
     server: FaultServer, tmp_path: Path
 ) -> None:
@@ -102,14 +109,14 @@ def test_ctrl_c_mid_run_keeps_what_was_written_and_says_how_to_resume(
         [sys.executable, "-m", "exprl_rewards.score", str(source), "-o", str(out),
          "--base-url", server.url, "--model", "marks", "--no-cache", "--progress", "off",
          "--mode", "outcome", "--batch-size", "1"],
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_reaches_it,
     )  # fmt: skip
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not out.exists() or not out.read_text()):
         time.sleep(0.1)  # the first row is written (a slow answer takes 2 s)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err
     assert "rerun the same command" in err
     assert "Traceback" not in err
