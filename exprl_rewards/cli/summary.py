@@ -33,14 +33,16 @@ class Progress:
         interval: float = 1.0,
     ) -> None:
         self.total, self.unit, self.interval = total, unit, interval
-        self.stream, self._own = _terminal(stream if stream is not None else sys.stderr)
+        target = stream if stream is not None else sys.stderr
+        if mode == "auto":
+            mode = "on" if target.isatty() else "lines"
+        # a copy of the descriptor only when something will be shown
+        self.stream, self._own = _terminal(target) if mode != "off" else (target, False)
         self.done = 0  # rows written
         self._batch = self._asked = self._answered = 0
         self._start = self._last = time.monotonic()
         self._shown = -1
         self.bar: Any = None
-        if mode == "auto":
-            mode = "on" if self.stream.isatty() else "lines"
         self.lines = mode == "lines" and total > 0
         if mode == "on":
             try:
