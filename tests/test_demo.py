@@ -18,8 +18,8 @@ from exprl_rewards.demo.world import JudgeSim, Policy, World
 TINY = replace(QUICK, prompts=8, steps=12, stage_one=6, eval_samples=8)
 
 
-def sampled(seed: int = 0, prompts: int = 24, group: int = 8):
-    world = World(prompts, seed=seed)
+def sampled(seed: int = 0, prompts: int = 24, group: int = 8, repairs: bool = False):
+    world = World(prompts, seed=seed, repairs=repairs)
     policy = Policy(world, world.initial_logits())
     return world, policy, policy.sample(group, np.random.default_rng(seed))
 
@@ -37,8 +37,9 @@ def test_rollouts_follow_the_reference_rules():
         assert r.matched[p, g] == min(want, world.lengths[p] + 1)
 
 
-def test_exact_solve_probability_matches_sampling():
-    world = World(6, seed=3, p0=(0.05, 0.5))
+@pytest.mark.parametrize("repairs", [False, True])
+def test_exact_solve_probability_matches_sampling(repairs):
+    world = World(6, seed=3, p0=(0.05, 0.5), repairs=repairs)
     policy = Policy(world, world.initial_logits())
     r = policy.sample(20_000, np.random.default_rng(1))
     freq = (r.matched == world.lengths[:, None] + 1).mean(axis=1)
@@ -47,15 +48,16 @@ def test_exact_solve_probability_matches_sampling():
     assert (np.abs(freq - p) < 4 * np.sqrt(p * (1 - p) / 20_000) + 1e-4).all(), (freq, p)
 
 
-def test_update_is_the_exact_gradient_of_the_weighted_log_likelihood():
-    world, policy, r = sampled(prompts=3, group=4)
+@pytest.mark.parametrize("repairs", [False, True])
+def test_update_is_the_exact_gradient_of_the_weighted_log_likelihood(repairs):
+    world, policy, r = sampled(prompts=3, group=4, repairs=repairs)
     adv = np.random.default_rng(2).normal(size=r.tokens.shape)
 
     def objective(theta: np.ndarray) -> float:
         logp = np.log(Policy(world, theta).probs())
         valid = np.arange(world.max_len) < r.length[..., None]
-        p, _, t = np.indices(r.tokens.shape)
-        terms = logp[p, t, r.on_path.astype(int), r.tokens] * adv
+        p = np.indices(r.tokens.shape)[0]
+        terms = logp[p, r.row, r.on_path.astype(int), r.tokens] * adv
         return float((terms * valid).sum() / r.tokens.shape[1])
 
     theta = policy.theta.copy()
@@ -176,6 +178,18 @@ def test_quick_demo_runs_without_torch_and_shows_the_robust_findings(tmp_path):
         segment["process-rtg"]["pass1_vs_sparse"][0]
         < segment["process-group"]["pass1_vs_sparse"][1]
     )
+    # the repair world (irrelevant steps, mistakes that can be retracted) keeps the
+    # guidance: with a segment judge DeltaNorm and GroupNorm beat sparse and return-to-go
+    # does not; with a prefix judge return-to-go and GroupNorm beat sparse, and DeltaNorm
+    # does better with a segment judge than with a prefix one
+    repair = got["repair"]
+    assert "## Race in the repair world" in (tmp_path / "findings.md").read_text()
+    for judge, name in (("segment", "process-delta"), ("segment", "process-group"),
+                        ("prefix", "process-rtg"), ("prefix", "process-group")):  # fmt: skip
+        assert repair[judge][name]["pass1_vs_sparse"][1] > 0, (judge, name)
+    seg_gain = {m: repair["segment"][m]["pass1_vs_sparse"] for m in METHODS}
+    assert seg_gain["process-rtg"][0] < seg_gain["process-group"][1]
+    assert repair["prefix"]["process-delta"]["pass1_vs_sparse"][0] < seg_gain["process-delta"][1]
 
 
 def test_the_alarm_watches_stage_one_without_changing_the_run():
@@ -194,15 +208,13 @@ def test_a_segment_judge_grades_each_step_alone():
     segment judge sees each step alone: the later steps are right; the prefix judge
     sees no progress past the mistake."""
     from exprl_rewards.demo.rewards import _segments
-    from exprl_rewards.demo.world import Rollouts
 
     world = World(1, lengths=(4, 4), seed=0)
     ref = world.reference[0]
     tokens = np.full((1, 1, world.max_len), world.eos)
     tokens[0, 0, :4] = [(ref[0] + 1) % world.vocab, ref[1], ref[2], ref[3]]
-    r = Rollouts(tokens=tokens, on_path=np.zeros_like(tokens, dtype=bool),
-                 length=np.array([[5]]), matched=np.array([[0]]),
-                 quirk_at=np.array([[world.max_len]]))  # fmt: skip
+    r = world.replay(tokens)
+    assert (r.length.item(), r.matched.item()) == (5, 0)
     share, quirk, size = _segments(world, r, 2, 3)
     assert share[0, 0].tolist() == [0.5, 1.0, 1.0]  # the EOS in its place is right too
     assert size[0, 0].tolist() == [2, 2, 1]
@@ -213,3 +225,67 @@ def test_a_segment_judge_grades_each_step_alone():
     assert got.rollout_reward[0, 0] == 1.0  # the last step, alone, is right
     prefix = reward("process-group", world, r, JudgeSim(noise=0.0), np.random.default_rng(0))
     assert prefix.rollout_reward[0, 0] == 0.0  # no progress past the first token
+
+
+def repair_world() -> World:
+    world = World(1, lengths=(4, 4), seed=0, repairs=True)
+    world.reference[0, :4] = [0, 1, 2, 3]
+    return world
+
+
+def test_repair_world_rules_on_a_hand_built_rollout():
+    """A mistake, its retraction, an irrelevant step, then the rest: correct. The world's
+    record: what is established, what is pending, what each token alone is worth."""
+    from exprl_rewards.demo.rewards import _segments
+
+    world = repair_world()
+    f, x, e = world.filler, world.retract, world.eos
+    tokens = np.full((1, 2, world.max_len), e)
+    tokens[0, 0, :8] = [0, 2, x, 1, f, 2, 3, e]  # wrong 2 at k=1, retracted
+    tokens[0, 1, :6] = [0, 2, 1, 2, 3, e]  # the same mistake, never retracted
+    r = world.replay(tokens)
+    assert r.length[0].tolist() == [8, 6]
+    assert r.matched[0].tolist() == [5, 1]  # only the first is correct (L + 1 = 5)
+    assert r.reached[0, 0, 1:9].tolist() == [1, 1, 1, 2, 2, 3, 4, 5]
+    assert r.pending[0, 0, 1:9].tolist() == [0, 1, 0, 0, 0, 0, 0, 0]
+    assert r.row[0, 0, :8].tolist() == [0, 1, 1, 1, 2, 2, 3, 4]  # the policy sees k
+    assert r.on_path[0, 0, :8].tolist() == [1, 1, 0, 1, 1, 1, 1, 1]
+    assert r.credit[0, 0, :8].tolist() == [1, 0, 0.5, 1, 0.5, 1, 1, 1]
+    # alone, the reference's next token reads as right even on top of a mistake; content
+    # after it establishes nothing, and the wrong final answer leaves the mistake pending
+    assert r.credit[0, 1, :6].tolist() == [1, 0, 1, 0, 0, 0]
+    assert r.reached[0, 1, 6] == 1
+    assert r.pending[0, 1, 6]
+    share, _, _ = _segments(world, r, 2, 4)
+    assert share[0, 0].tolist() == [0.5, 0.75, 0.75, 1.0]
+    ends = np.array([[[2, 4, 6, 8], [2, 4, 6, 6]]])
+    q = world.prefix_progress(r, ends)  # a pending mistake halves the prefix's worth
+    np.testing.assert_allclose(q[0, 0], [0.1, 0.4, 0.6, 1.0])
+    np.testing.assert_allclose(q[0, 1], [0.1, 0.1, 0.1, 0.1])
+    judge = JudgeSim(noise=0.0)
+    segment = replace(judge, semantics="segment")
+    seg = reward("process-delta", world, r, segment, np.random.default_rng(0)).advantages
+    pre = reward("process-delta", world, r, judge, np.random.default_rng(0)).advantages
+    # DeltaNorm, noise-free (A_1 = s_1 - s_K, then s_k - s_{k-1}). Repaired: the step
+    # holding the mistake is pushed down by both judges, the repair step up
+    np.testing.assert_allclose(seg[0, 0, :8], np.repeat([-0.5, 0.25, 0.0, 0.25], 2))
+    np.testing.assert_allclose(pre[0, 0, :8], np.repeat([-1.0, 0.5, 0.0, 0.5], 2))
+    # never repaired: the segment judge credits the right-looking step after the
+    # mistake and pushes the wrong answer down; the prefix judge sees no step differ
+    np.testing.assert_allclose(seg[0, 1, :6], np.repeat([0.5, 0.0, -0.5], 2))
+    np.testing.assert_allclose(pre[0, 1, :6], np.zeros(6))
+
+
+@pytest.mark.parametrize("repairs", [False, True])
+def test_replaying_sampled_tokens_gives_the_sampled_record(repairs):
+    world = World(12, seed=4, repairs=repairs, p0=(0.01, 0.3))
+    r = Policy(world, world.initial_logits()).sample(16, np.random.default_rng(3))
+    again = world.replay(r.tokens)
+    for name in r.__dataclass_fields__:
+        np.testing.assert_array_equal(getattr(again, name), getattr(r, name), err_msg=name)
+    if repairs:  # the base model takes detours and repairs some mistakes
+        valid = np.arange(world.max_len) < r.length[..., None]
+        assert ((r.tokens == world.filler) & valid).any()
+        repaired = (r.tokens == world.retract) & ~r.on_path & valid
+        correct = r.matched == world.lengths[:, None] + 1
+        assert (repaired.any(axis=-1) & correct).any()

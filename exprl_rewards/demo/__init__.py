@@ -6,7 +6,8 @@ against the reference on the 1-5 scale, with knobs for noise, miscalibration, le
 and an exploitable quirk. The rewards go through the library's own advantage estimators
 and token broadcast. numpy only: importing this package imports neither torch nor vLLM.
 
-- :mod:`.world`: prompts, the policy, the simulated judge;
+- :mod:`.world`: prompts, the rules of the path world and the repair world (irrelevant
+  steps, mistakes that can be retracted), the policy, the simulated judge;
 - :mod:`.rewards`: rollouts -> per-token advantages (sparse, outcome, process);
 - :mod:`.race`: one run (Stage I then Stage II) and its curves;
 - :mod:`.report`: intervals over seeds, tables, the figure.

@@ -1,6 +1,6 @@
 """``python -m exprl_rewards.demo``: the paper's claim in miniature, in numpy.
 
-Three experiments, every one over the same seeds (seed s: the same world for every method):
+Five experiments, every one over the same seeds (seed s: the same world for every method):
 
 1. **race**: sparse-only against ExpRL-Outcome and ExpRL-Process (each estimator), Stage I
    with the method's reward then Stage II sparse, equal total updates.
@@ -9,7 +9,9 @@ Three experiments, every one over the same seeds (seed s: the same world for eve
 3. **flaws**: a harsh and a lenient (miscalibrated) judge, a length-biased one, and an
    exploitable one (a quirk token scores 5).
 4. **segment**: the race again with the released math judge's semantics, each process
-   step scored alone against its part of the reference (step sizes tuned for it).
+   step scored alone against the reference (step sizes tuned for it).
+5. **repair**: the race in the repair world (irrelevant steps, mistakes that a later
+   step can retract; :class:`~.world.World`) under both judges.
 
 Writes ``OUT/results.json``, ``OUT/findings.md`` and ``OUT/demo.png`` (with matplotlib).
 """
@@ -34,6 +36,8 @@ from .report import plot, summarise, table
 from .rewards import METHODS
 from .world import JudgeSim
 
+Race = dict[str, list[RunResult]]  # method -> runs over seeds
+Lrs = dict[str, float]  # method -> Stage I step size
 NOISE = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 FLAWS = {
     "harsh": JudgeSim(gamma=3.0),
@@ -73,46 +77,58 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def experiments(config: DemoConfig, progress: bool) -> dict[str, Any]:
-    """Tune, then run the three experiments: experiment -> setting -> method -> runs."""
+    """Tune, then run the experiments: experiment -> setting -> method -> runs."""
     seeds = range(config.seeds)
-    tuning = 2 * len(METHODS) * len(config.lr_grid) * config.tune_seeds
-    runs_total = config.seeds * (2 * len(METHODS) + 2 * (len(NOISE) - 1) + 2 * len(FLAWS))
+    process = [m for m in METHODS if m.startswith("process-")]
+    tuning = 2 * (len(METHODS) + len(process)) * len(config.lr_grid) * config.tune_seeds
+    per_seed = 2 * len(METHODS) + 2 * len(process) + 2 * (len(NOISE) - 1) + 2 * len(FLAWS)
     # disable=None: no bar when stderr is not a terminal (no frames in a redirected log)
     off = None if progress else True
-    bar = tqdm(desc="runs", unit="run", disable=off, total=tuning + runs_total)
+    bar = tqdm(desc="runs", unit="run", disable=off, total=tuning + config.seeds * per_seed)
     default = JudgeSim()
 
     def tick() -> None:
         bar.update(1)
 
-    lrs = tune(METHODS, default, config, done=tick)
-
-    def runs(method: str, judge: JudgeSim) -> list[RunResult]:
-        out = [run(method, judge, seed, config, lr=lrs[method], stage_two_lr=lrs["sparse"])
+    def runs(method: str, judge: JudgeSim, lrs: dict[str, float], cfg: DemoConfig = config
+             ) -> list[RunResult]:  # fmt: skip
+        out = [run(method, judge, seed, cfg, lr=lrs[method], stage_two_lr=lrs["sparse"])
                for seed in seeds]  # fmt: skip
         bar.update(len(out))
         return out
 
-    race = {m: runs(m, default) for m in METHODS}
-    best = max((m for m in METHODS if m.startswith("process-")),
-               key=lambda m: sum(r.final["pass1"] for r in race[m]))  # fmt: skip
+    def race_under(judge: JudgeSim, cfg: DemoConfig, shared: tuple[Race, Lrs] | None = None
+                   ) -> tuple[Race, Lrs]:  # fmt: skip
+        """The race under ``judge``; ``shared``: sparse's and outcome's runs and step
+        sizes from the same world under the other semantics (they grade whole rollouts,
+        so they are the same runs)."""
+        if shared is None:
+            lrs = tune(METHODS, judge, cfg, done=tick)
+            return {m: runs(m, judge, lrs, cfg) for m in METHODS}, lrs
+        runs_, lrs_ = shared
+        lrs = {**lrs_, **tune(process, judge, cfg, done=tick, sparse_lr=lrs_["sparse"])}
+        return {m: runs_[m] if m in runs_ else runs(m, judge, lrs, cfg) for m in METHODS}, lrs
+
+    race, lrs = race_under(default, config)
+    best = max(process, key=lambda m: sum(r.final["pass1"] for r in race[m]))
     dense = ("outcome", best)
     noise = {
-        s: {m: race[m] if s == default.noise else runs(m, JudgeSim(noise=s)) for m in dense}
+        s: {m: race[m] if s == default.noise else runs(m, JudgeSim(noise=s), lrs) for m in dense}
         for s in NOISE
     }
-    flaws = {name: {m: runs(m, judge) for m in dense} for name, judge in FLAWS.items()}
+    flaws = {name: {m: runs(m, judge, lrs) for m in dense} for name, judge in FLAWS.items()}
     segment_judge = replace(default, semantics="segment")
-    segment_lrs = tune(METHODS, segment_judge, config, done=tick)
-    segment = {
-        m: [run(m, segment_judge, seed, config, lr=segment_lrs[m],
-                stage_two_lr=segment_lrs["sparse"]) for seed in seeds]
-        for m in METHODS
-    }  # fmt: skip
-    bar.update(len(METHODS) * len(seeds))
+    whole = ({m: race[m] for m in ("sparse", "outcome")}, lrs)
+    segment, segment_lrs = race_under(segment_judge, config, whole)
+    repairs = replace(config, repairs=True)
+    repair, repair_lrs = race_under(default, repairs)
+    whole = ({m: repair[m] for m in ("sparse", "outcome")}, repair_lrs)
+    repair_segment, repair_segment_lrs = race_under(segment_judge, repairs, whole)
     bar.close()
     return {"race": race, "noise": noise, "flaws": flaws, "best_process": best, "lr": lrs,
-            "segment": segment, "segment_lr": segment_lrs}  # fmt: skip
+            "segment": segment, "segment_lr": segment_lrs,
+            "repair": {"prefix": repair, "segment": repair_segment},
+            "repair_lr": {"prefix": repair_lrs, "segment": repair_segment_lrs}}  # fmt: skip
 
 
 def findings(results: dict[str, Any], config: DemoConfig) -> tuple[str, dict[str, Any]]:
@@ -127,6 +143,12 @@ def findings(results: dict[str, Any], config: DemoConfig) -> tuple[str, dict[str
     sparse_seg = results["segment"]["sparse"]
     segment = {m: summarise(r, at, sparse_seg) for m, r in results["segment"].items()}
     seg_lrs = ", ".join(f"{m} {lr:g}" for m, lr in results["segment_lr"].items())
+    repair = {sem: {m: summarise(r, at, by["sparse"]) for m, r in by.items()}
+              for sem, by in results["repair"].items()}  # fmt: skip
+    repair_rows = {f"{m}, {sem} judge" if m.startswith("process-") else m: figures[m]
+                   for m in METHODS for sem, figures in repair.items()}  # fmt: skip
+    repair_lrs = "; ".join(f"{sem} judge: " + ", ".join(f"{m} {lr:g}" for m, lr in lrs.items())
+                           for sem, lrs in results["repair_lr"].items())  # fmt: skip
     head = (f"{config.prompts} prompts x {config.group} rollouts, {config.steps} updates "
             f"({config.stage_one} Stage I), {config.seeds} seeds; mean [95% t-interval]. "
             f"Stage I step sizes, tuned on {config.tune_seeds} other seeds: {lrs} "
@@ -140,6 +162,10 @@ def findings(results: dict[str, Any], config: DemoConfig) -> tuple[str, dict[str
         f"The same seeds and worlds; process scores grade each step alone against its part"
         f" of the reference. Step sizes tuned for it: {seg_lrs}.\n\n"
         + table(segment, RACE_COLUMNS),
+        "## Race in the repair world (irrelevant steps, mistakes that can be retracted)\n\n"
+        f"New worlds from the same seeds, with filler and retract actions; both judges "
+        f"(sparse and outcome grade whole rollouts: one row each). "
+        f"Step sizes tuned for each: {repair_lrs}.\n\n" + table(repair_rows, RACE_COLUMNS),
         "## The hack alarm in Stage I (canaries: 5% of the batch)\n\n"
         + table({**{f"{m}, default judge": race[m] for m in ("outcome", results["best_process"])},
                  **flaws}, ALARM_COLUMNS),
@@ -152,6 +178,7 @@ def findings(results: dict[str, Any], config: DemoConfig) -> tuple[str, dict[str
     summary = {"config": asdict(config), "lr": results["lr"],
                "best_process": results["best_process"], "race": race, "noise": noise,
                "flaws": flaws, "segment": segment, "segment_lr": results["segment_lr"],
+               "repair": repair, "repair_lr": results["repair_lr"],
                "race_mean_curves": mean_curves}  # fmt: skip
     return text, summary
 

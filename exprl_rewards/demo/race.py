@@ -57,6 +57,8 @@ class DemoConfig:
         seeds: how many seeds (worlds and sampling) per setting.
         lr_grid: the step sizes :func:`tune` tries.
         tune_seeds: seeds for tuning (numbered from 10,000: disjoint from the reported).
+        repairs: the repair world (steps that can be repaired, irrelevant steps; see
+            :class:`~.world.World`) instead of the path world.
     """
 
     prompts: int = 64
@@ -71,6 +73,7 @@ class DemoConfig:
     seeds: int = 10
     lr_grid: tuple[float, ...] = (0.5, 2.0, 8.0, 32.0, 128.0)
     tune_seeds: int = 3
+    repairs: bool = False
 
 
 QUICK = DemoConfig(prompts=32, steps=80, stage_one=40, seeds=4, eval_samples=16, tune_seeds=2)
@@ -106,7 +109,7 @@ def run(
     ``lr`` (Stage I) and ``stage_two_lr`` default to ``config.lr``.
     """
     lrs = (config.lr if lr is None else lr, config.lr if stage_two_lr is None else stage_two_lr)
-    world = World(config.prompts, p0=config.p0, seed=seed)
+    world = World(config.prompts, p0=config.p0, seed=seed, repairs=config.repairs)
     policy = Policy(world, world.initial_logits())
     rng = np.random.default_rng([seed, 1])
     judge_rng = np.random.default_rng([seed, 2])
@@ -120,8 +123,8 @@ def run(
         correct = rollouts.matched == world.lengths[:, None] + 1
         unlocked |= correct.any(axis=1)
         valid = np.arange(world.max_len) < rollouts.length[..., None]
-        p, _, t = np.indices(valid.shape)
-        states = (p[valid], t[valid], rollouts.on_path[valid].astype(np.int64))
+        p = np.indices(valid.shape)[0]
+        states = (p[valid], rollouts.row[valid], rollouts.on_path[valid].astype(np.int64))
         curves["entropy"][step] = _entropy(policy, states)
         got = reward(stage, world, rollouts, judge, judge_rng, step_tokens=config.step_tokens)
         policy.apply(rollouts, got.advantages, lrs[step >= config.stage_one])
@@ -158,12 +161,17 @@ def evaluate(policy: Policy, config: DemoConfig, rng: np.random.Generator) -> di
 
 
 def tune(
-    methods: Sequence[str], judge: JudgeSim, config: DemoConfig, *, done: Callable[[], None]
+    methods: Sequence[str],
+    judge: JudgeSim,
+    config: DemoConfig,
+    *,
+    done: Callable[[], None],
+    sparse_lr: float | None = None,
 ) -> dict[str, float]:
     """Each method's Stage I step size: the grid's best mean final pass@1 on tuning seeds.
 
-    Sparse-only is tuned first; its step size is every run's Stage II step size.
-    ``done`` is called after each run (a progress bar).
+    Sparse-only is tuned first, unless ``sparse_lr`` gives its step size; it is every
+    run's Stage II step size. ``done`` is called after each run (a progress bar).
     """
     seeds = range(TUNE_SEED, TUNE_SEED + config.tune_seeds)
 
@@ -178,5 +186,5 @@ def tune(
             scores.append(total)
         return config.lr_grid[int(np.argmax(scores))]
 
-    sparse = best("sparse", None)
+    sparse = best("sparse", None) if sparse_lr is None else sparse_lr
     return {m: sparse if m == "sparse" else best(m, sparse) for m in methods}

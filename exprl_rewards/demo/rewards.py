@@ -67,7 +67,7 @@ def _process(
     if judge.semantics == "segment":
         progress, quirk, judged = _segments(world, rollouts, step_tokens, most)
     else:
-        progress = world.progress(rollouts.matched[..., None], upto)
+        progress = world.prefix_progress(rollouts, upto)
         quirk, judged = rollouts.quirk_at[..., None] < upto, upto
     scores = judge.score(progress, judged / world.max_len, quirk, rng)  # [P, G, most]
     real = np.arange(most) < steps[..., None]
@@ -91,21 +91,18 @@ def _process(
 def _segments(
     world: World, rollouts: Rollouts, step_tokens: int, most: int
 ) -> tuple[FloatArray, BoolArray, FloatArray]:
-    """Each step alone: the share of its tokens that match the reference at their place
-    (the reference's EOS included, nothing past it), whether it holds the quirk token,
-    and its length in tokens; ``[P, G, most]`` each."""
+    """Each step alone: the mean credit of its tokens (:class:`~.world.World`: 1 right
+    where it stands, 1/2 irrelevant, 0 wrong), whether it holds the quirk token, and its
+    length in tokens; ``[P, G, most]`` each."""
     width = most * step_tokens
-    t = np.arange(width)
-    valid = t < rollouts.length[..., None]
+    valid = np.arange(width) < rollouts.length[..., None]
+    credit = np.zeros((*rollouts.length.shape, width))
+    credit[..., : world.max_len] = rollouts.credit[..., :width]
     tokens = np.full((*rollouts.length.shape, width), world.eos, dtype=np.int64)
     tokens[..., : world.max_len] = rollouts.tokens[..., :width]
-    reference = np.full((world.prompts, width), -1, dtype=np.int64)  # -1: matches nothing
-    reference[:, : world.max_len] = world.reference[:, :width]
-    reference[t[None, :] > world.lengths[:, None]] = -1
-    right = valid & (tokens == reference[:, None, :])
     shape = (*rollouts.length.shape, most, step_tokens)
     size = valid.reshape(shape).sum(axis=-1)
-    share = right.reshape(shape).sum(axis=-1) / np.maximum(size, 1)
+    share = np.where(valid, credit, 0.0).reshape(shape).sum(axis=-1) / np.maximum(size, 1)
     quirk = (valid & (tokens == world.quirk)).reshape(shape).any(axis=-1)
     return share, quirk, size.astype(np.float64)
 
@@ -124,7 +121,7 @@ def reward(
         correct = rollouts.matched == world.lengths[:, None] + 1
         return _outcome(world, rollouts, correct.astype(np.float64))
     if method == "outcome":
-        progress = world.progress(rollouts.matched[..., None], rollouts.length[..., None])
+        progress = world.prefix_progress(rollouts, rollouts.length[..., None])
         quirk = rollouts.quirk_at < rollouts.length
         lengths = rollouts.length / world.max_len
         return _outcome(world, rollouts, judge.score(progress[..., 0], lengths, quirk, rng))
