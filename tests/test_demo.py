@@ -192,6 +192,45 @@ def test_quick_demo_runs_without_torch_and_shows_the_robust_findings(tmp_path):
     assert repair["prefix"]["process-delta"]["pass1_vs_sparse"][0] < seg_gain["process-delta"][1]
 
 
+def test_a_harsher_prefix_judge_on_mistakes_helps_deltanorm_and_starves_return_to_go():
+    """Repair world, quick configuration, paired by seed: a prefix judge that scores a
+    pending mistake as nothing (x0) gives DeltaNorm a step that goes down at the mistake
+    and up at its repair; one blind to it (x1) gives return-to-go partial credit for
+    progress made before the mistake. GroupNorm beats sparse-only under both."""
+    cfg = replace(QUICK, repairs=True)
+
+    def final(method: str, weight: float, lr: float, seed: int) -> float:
+        judge = JudgeSim(pending_weight=weight)
+        return run(method, judge, seed, cfg, lr=lr).final["pass1"]
+
+    for seed in range(3):
+        assert final("process-delta", 0.0, 2.0, seed) > final("process-delta", 1.0, 2.0, seed) + 0.2
+        assert final("process-rtg", 1.0, 8.0, seed) > final("process-rtg", 0.0, 8.0, seed) + 0.2
+        sparse = final("sparse", 0.5, 8.0, seed)
+        for weight in (1.0, 0.0):
+            assert final("process-group", weight, 8.0, seed) > sparse + 0.2, (seed, weight)
+
+
+def test_the_mistakes_experiment_reports_every_weight():
+    """The full run's "mistakes" experiment, on a configuration too small to learn: one
+    row per method and weight (the default's 0.5 included), in findings and results."""
+    from exprl_rewards.demo.__main__ import experiments, findings
+
+    micro = replace(TINY, prompts=4, steps=4, stage_one=2, seeds=2,
+                    lr_grid=(2.0,), tune_seeds=1, pending_weights=(1.0, 0.0))  # fmt: skip
+    text, summary = findings(experiments(micro, progress=False), micro)
+    assert "## A prefix judge's view of mistakes" in text
+    assert list(summary["mistakes"]) == ["1.0", "0.5", "0.0"]
+    for by in summary["mistakes"].values():
+        assert set(by) == set(METHODS) - {"sparse"}
+    rows = [line for line in text.splitlines() if ", pending mistake x" in line]
+    assert len(rows) == 3 * (len(METHODS) - 1)
+    json.dumps(summary)  # results.json can hold it
+    quick_text, quick = findings(experiments(replace(micro, pending_weights=()), False), micro)
+    assert "view of mistakes" not in quick_text
+    assert list(quick["mistakes"]) == ["0.5"]
+
+
 def test_the_alarm_watches_stage_one_without_changing_the_run():
     """The alarm fires in Stage I under the exploitable judge, never under the default
     one; Stage II (sparse rewards, no judge) grades no canary."""
@@ -274,6 +313,35 @@ def test_repair_world_rules_on_a_hand_built_rollout():
     # mistake and pushes the wrong answer down; the prefix judge sees no step differ
     np.testing.assert_allclose(seg[0, 1, :6], np.repeat([0.5, 0.0, -0.5], 2))
     np.testing.assert_allclose(pre[0, 1, :6], np.zeros(6))
+
+
+def test_a_prefix_judges_pending_weight_sets_what_an_unretracted_mistake_costs():
+    """The same two rollouts as above: a blind judge (x1) sees the unretracted mistake
+    only as progress that stopped; a harsh one (x0) scores its prefixes as nothing. A
+    retracted mistake costs the same under every weight once retracted."""
+    world = repair_world()
+    f, x, e = world.filler, world.retract, world.eos
+    tokens = np.full((1, 2, world.max_len), e)
+    tokens[0, 0, :8] = [0, 2, x, 1, f, 2, 3, e]
+    tokens[0, 1, :6] = [0, 2, 1, 2, 3, e]
+    r = world.replay(tokens)
+    ends = np.array([[[2, 4, 6, 8], [2, 4, 6, 6]]])
+    blind, harsh = (world.prefix_progress(r, ends, w) for w in (1.0, 0.0))
+    np.testing.assert_allclose(blind[0, 0], [0.2, 0.4, 0.6, 1.0])
+    np.testing.assert_allclose(harsh[0, 0], [0.0, 0.4, 0.6, 1.0])
+    np.testing.assert_allclose(blind[0, 1], [0.2] * 4)
+    np.testing.assert_allclose(harsh[0, 1], [0.0] * 4)
+    outcome = {
+        w: reward("outcome", world, r, judge, np.random.default_rng(0)).rollout_reward[0]
+        for w in (1.0, 0.5, 0.0)
+        for judge in [JudgeSim(noise=0.0, gamma=1.0, pending_weight=w)]
+    }
+    assert outcome[1.0][0] == outcome[0.5][0] == outcome[0.0][0] == 1.0  # correct
+    assert outcome[1.0][1] > outcome[0.0][1] == 0.0  # the mistake pending at the EOS
+    path = World(1, lengths=(4, 4), seed=0)  # no pending mistakes in the path world
+    p = Policy(path, path.initial_logits()).sample(4, np.random.default_rng(0))
+    upto = p.length[..., None]
+    assert (path.prefix_progress(p, upto, 0.0) == path.prefix_progress(p, upto, 1.0)).all()
 
 
 @pytest.mark.parametrize("repairs", [False, True])

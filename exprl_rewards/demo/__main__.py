@@ -1,6 +1,6 @@
 """``python -m exprl_rewards.demo``: the paper's claim in miniature, in numpy.
 
-Five experiments, every one over the same seeds (seed s: the same world for every method):
+Six experiments, every one over the same seeds (seed s: the same world for every method):
 
 1. **race**: sparse-only against ExpRL-Outcome and ExpRL-Process (each estimator), Stage I
    with the method's reward then Stage II sparse, equal total updates.
@@ -12,6 +12,8 @@ Five experiments, every one over the same seeds (seed s: the same world for ever
    step scored alone against the reference (step sizes tuned for it).
 5. **repair**: the race in the repair world (irrelevant steps, mistakes that a later
    step can retract; :class:`~.world.World`) under both judges.
+6. **mistakes** (not in ``--quick``): the repair world's race with prefix judges that
+   weigh a pending mistake differently (``JudgeSim.pending_weight``).
 
 Writes ``OUT/results.json``, ``OUT/findings.md`` and ``OUT/demo.png`` (with matplotlib).
 """
@@ -80,8 +82,10 @@ def experiments(config: DemoConfig, progress: bool) -> dict[str, Any]:
     """Tune, then run the experiments: experiment -> setting -> method -> runs."""
     seeds = range(config.seeds)
     process = [m for m in METHODS if m.startswith("process-")]
-    tuning = 2 * (len(METHODS) + len(process)) * len(config.lr_grid) * config.tune_seeds
-    per_seed = 2 * len(METHODS) + 2 * len(process) + 2 * (len(NOISE) - 1) + 2 * len(FLAWS)
+    weighed = len(config.pending_weights) * (len(METHODS) - 1)  # all but sparse again
+    tuning = (2 * (len(METHODS) + len(process)) + weighed) * len(config.lr_grid) * config.tune_seeds
+    per_seed = (2 * len(METHODS) + 2 * len(process) + 2 * (len(NOISE) - 1) + 2 * len(FLAWS)
+                + weighed)  # fmt: skip
     # disable=None: no bar when stderr is not a terminal (no frames in a redirected log)
     off = None if progress else True
     bar = tqdm(desc="runs", unit="run", disable=off, total=tuning + config.seeds * per_seed)
@@ -99,15 +103,16 @@ def experiments(config: DemoConfig, progress: bool) -> dict[str, Any]:
 
     def race_under(judge: JudgeSim, cfg: DemoConfig, shared: tuple[Race, Lrs] | None = None
                    ) -> tuple[Race, Lrs]:  # fmt: skip
-        """The race under ``judge``; ``shared``: sparse's and outcome's runs and step
-        sizes from the same world under the other semantics (they grade whole rollouts,
-        so they are the same runs)."""
+        """The race under ``judge``; ``shared``: runs and step sizes of the methods this
+        judge would not change (sparse's, and outcome's under the other semantics: they
+        grade whole rollouts), from the same world."""
         if shared is None:
             lrs = tune(METHODS, judge, cfg, done=tick)
             return {m: runs(m, judge, lrs, cfg) for m in METHODS}, lrs
-        runs_, lrs_ = shared
-        lrs = {**lrs_, **tune(process, judge, cfg, done=tick, sparse_lr=lrs_["sparse"])}
-        return {m: runs_[m] if m in runs_ else runs(m, judge, lrs, cfg) for m in METHODS}, lrs
+        done, known = shared
+        rest = [m for m in METHODS if m not in done]
+        lrs = {**known, **tune(rest, judge, cfg, done=tick, sparse_lr=known["sparse"])}
+        return {m: done[m] if m in done else runs(m, judge, lrs, cfg) for m in METHODS}, lrs
 
     race, lrs = race_under(default, config)
     best = max(process, key=lambda m: sum(r.final["pass1"] for r in race[m]))
@@ -124,11 +129,18 @@ def experiments(config: DemoConfig, progress: bool) -> dict[str, Any]:
     repair, repair_lrs = race_under(default, repairs)
     whole = ({m: repair[m] for m in ("sparse", "outcome")}, repair_lrs)
     repair_segment, repair_segment_lrs = race_under(segment_judge, repairs, whole)
+    sparse_only = ({"sparse": repair["sparse"]}, repair_lrs)
+    views = {default.pending_weight: (repair, repair_lrs)}
+    for weight in config.pending_weights:
+        views[weight] = race_under(replace(default, pending_weight=weight), repairs, sparse_only)
     bar.close()
+    ordered = sorted(views.items(), reverse=True)  # a judge blind to mistakes first
     return {"race": race, "noise": noise, "flaws": flaws, "best_process": best, "lr": lrs,
             "segment": segment, "segment_lr": segment_lrs,
             "repair": {"prefix": repair, "segment": repair_segment},
-            "repair_lr": {"prefix": repair_lrs, "segment": repair_segment_lrs}}  # fmt: skip
+            "repair_lr": {"prefix": repair_lrs, "segment": repair_segment_lrs},
+            "mistakes": {w: r for w, (r, _) in ordered},
+            "mistakes_lr": {w: lr for w, (_, lr) in ordered}}  # fmt: skip
 
 
 def findings(results: dict[str, Any], config: DemoConfig) -> tuple[str, dict[str, Any]]:
@@ -147,6 +159,12 @@ def findings(results: dict[str, Any], config: DemoConfig) -> tuple[str, dict[str
               for sem, by in results["repair"].items()}  # fmt: skip
     repair_rows = {f"{m}, {sem} judge" if m.startswith("process-") else m: figures[m]
                    for m in METHODS for sem, figures in repair.items()}  # fmt: skip
+    mistakes = {w: {m: summarise(r, at, by["sparse"]) for m, r in by.items() if m != "sparse"}
+                for w, by in results["mistakes"].items()}  # fmt: skip
+    mistake_rows = {f"{m}, pending mistake x{w:g}": figures[m] for m in METHODS[1:]
+                    for w, figures in mistakes.items()}  # fmt: skip
+    mistake_lrs = "; ".join(f"x{w:g}: " + ", ".join(f"{m} {lr:g}" for m, lr in lrs.items())
+                            for w, lrs in results["mistakes_lr"].items())  # fmt: skip
     repair_lrs = "; ".join(f"{sem} judge: " + ", ".join(f"{m} {lr:g}" for m, lr in lrs.items())
                            for sem, lrs in results["repair_lr"].items())  # fmt: skip
     head = (f"{config.prompts} prompts x {config.group} rollouts, {config.steps} updates "
@@ -166,6 +184,13 @@ def findings(results: dict[str, Any], config: DemoConfig) -> tuple[str, dict[str
         f"New worlds from the same seeds, with filler and retract actions; both judges "
         f"(sparse and outcome grade whole rollouts: one row each). "
         f"Step sizes tuned for each: {repair_lrs}.\n\n" + table(repair_rows, RACE_COLUMNS),
+        *([] if len(mistakes) < 2 else [
+            "## A prefix judge's view of mistakes (repair world)\n\n"
+            "What a prefix (or rollout) with a pending mistake is worth, as a share of the "
+            "reference it established: x1 a judge blind to mistakes, x0 one that scores it "
+            f"as nothing. Step sizes tuned for each: {mistake_lrs}.\n\n"
+            + table(mistake_rows, {k: RACE_COLUMNS[k] for k in
+                                   ("unlocked_stage1", "pass1", "pass1_vs_sparse")})]),
         "## The hack alarm in Stage I (canaries: 5% of the batch)\n\n"
         + table({**{f"{m}, default judge": race[m] for m in ("outcome", results["best_process"])},
                  **flaws}, ALARM_COLUMNS),
@@ -179,6 +204,8 @@ def findings(results: dict[str, Any], config: DemoConfig) -> tuple[str, dict[str
                "best_process": results["best_process"], "race": race, "noise": noise,
                "flaws": flaws, "segment": segment, "segment_lr": results["segment_lr"],
                "repair": repair, "repair_lr": results["repair_lr"],
+               "mistakes": {str(w): by for w, by in mistakes.items()},
+               "mistakes_lr": {str(w): by for w, by in results["mistakes_lr"].items()},
                "race_mean_curves": mean_curves}  # fmt: skip
     return text, summary
 

@@ -59,6 +59,8 @@ class DemoConfig:
         tune_seeds: seeds for tuning (numbered from 10,000: disjoint from the reported).
         repairs: the repair world (steps that can be repaired, irrelevant steps; see
             :class:`~.world.World`) instead of the path world.
+        pending_weights: the prefix judges' ``pending_weight`` values that the demo's
+            "mistakes" experiment tries besides the default.
     """
 
     prompts: int = 64
@@ -74,9 +76,11 @@ class DemoConfig:
     lr_grid: tuple[float, ...] = (0.5, 2.0, 8.0, 32.0, 128.0)
     tune_seeds: int = 3
     repairs: bool = False
+    pending_weights: tuple[float, ...] = (1.0, 0.0)
 
 
-QUICK = DemoConfig(prompts=32, steps=80, stage_one=40, seeds=4, eval_samples=16, tune_seeds=2)
+QUICK = DemoConfig(prompts=32, steps=80, stage_one=40, seeds=4, eval_samples=16, tune_seeds=2,
+                   pending_weights=())  # fmt: skip
 TUNE_SEED = 10_000
 
 

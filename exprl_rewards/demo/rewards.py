@@ -67,7 +67,7 @@ def _process(
     if judge.semantics == "segment":
         progress, quirk, judged = _segments(world, rollouts, step_tokens, most)
     else:
-        progress = world.prefix_progress(rollouts, upto)
+        progress = world.prefix_progress(rollouts, upto, judge.pending_weight)
         quirk, judged = rollouts.quirk_at[..., None] < upto, upto
     scores = judge.score(progress, judged / world.max_len, quirk, rng)  # [P, G, most]
     real = np.arange(most) < steps[..., None]
@@ -121,7 +121,7 @@ def reward(
         correct = rollouts.matched == world.lengths[:, None] + 1
         return _outcome(world, rollouts, correct.astype(np.float64))
     if method == "outcome":
-        progress = world.prefix_progress(rollouts, rollouts.length[..., None])
+        progress = world.prefix_progress(rollouts, rollouts.length[..., None], judge.pending_weight)
         quirk = rollouts.quirk_at < rollouts.length
         lengths = rollouts.length / world.max_len
         return _outcome(world, rollouts, judge.score(progress[..., 0], lengths, quirk, rng))

@@ -21,8 +21,9 @@ What a judge sees (:class:`JudgeSim`):
 
 - a **prefix** (and a whole rollout, for outcome scores): ``q``, the reference tokens it
   established (the EOS counts as the last) over ``L + 1``. In the repair world a prefix
-  whose mistake is still pending is worth half that: a prefix holding an unretracted
-  wrong step reads worse than the same prefix without it, as on real text.
+  whose mistake is still pending is worth half that (``JudgeSim.pending_weight``): a
+  prefix holding an unretracted wrong step reads worse than the same prefix without it,
+  as on real text.
 - a **segment** alone: the mean credit of its tokens, as the released math judge rates
   one step against the reference: 1 for a token that matches the reference where it
   stands (path world: at its position; repair world: the reference's next token, even
@@ -79,6 +80,9 @@ class JudgeSim:
             one step and the reference (a step after a mistake can be right; a step with
             the quirk scores 5 when exploitable). Outcome scores are the whole rollout's
             either way.
+        pending_weight: in the repair world, what a prefix (or rollout) with a pending
+            mistake is worth, as a share of the reference it established (1: a judge
+            blind to mistakes, which only see progress stop, as in the path world).
     """
 
     noise: float = 0.5
@@ -86,6 +90,7 @@ class JudgeSim:
     length_bias: float = 0.0
     exploitable: bool = False
     semantics: Literal["prefix", "segment"] = "prefix"
+    pending_weight: float = 0.5
 
     def score(
         self, progress: FloatArray, length: FloatArray, quirk: BoolArray, rng: np.random.Generator
@@ -213,12 +218,16 @@ class World:
             walk.step(t, tokens[..., t])
         return walk.rollouts()
 
-    def prefix_progress(self, rollouts: Rollouts, upto: IntArray) -> FloatArray:
-        """q of each rollout's first ``upto`` tokens (``upto``: ``[prompts, group, n]``)."""
+    def prefix_progress(
+        self, rollouts: Rollouts, upto: IntArray, pending_weight: float = 0.5
+    ) -> FloatArray:
+        """q of each rollout's first ``upto`` tokens (``upto``: ``[prompts, group, n]``);
+        in the repair world, times ``pending_weight`` while a mistake is pending."""
         reached = np.take_along_axis(rollouts.reached, upto, axis=-1)
         q: FloatArray = reached / (self.lengths[:, None, None] + 1)
-        if self.repairs:  # an unretracted mistake halves what the prefix is worth
-            q = np.where(np.take_along_axis(rollouts.pending, upto, axis=-1), q / 2, q)
+        if self.repairs:  # an unretracted mistake lowers what the prefix is worth
+            pending = np.take_along_axis(rollouts.pending, upto, axis=-1)
+            q = np.where(pending, q * pending_weight, q)
         return q
 
 
