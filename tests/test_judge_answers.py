@@ -14,7 +14,8 @@ import pytest
 from fault_server import FaultServer
 
 from exprl_rewards.judges import JudgeCache, JudgeRequest, OpenAIJudge, judge_sync
-from exprl_rewards.judges.base import DEFAULT_MIN_MASS, RawOutput, TokenLogprobs, finish
+from exprl_rewards.judges.base import DEFAULT_MIN_MASS
+from exprl_rewards.judges.verdict import RawOutput, TokenLogprobs, finish
 
 
 @pytest.fixture

@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 
 from exprl_rewards import Rollout
 from exprl_rewards.judges import OpenAIJudge
-from exprl_rewards.judges.base import JudgeRequest, RawOutput, TokenLogprobs, finish
+from exprl_rewards.judges.base import JudgeRequest
 from exprl_rewards.judges.local_model import VLLMServer
+from exprl_rewards.judges.verdict import RawOutput, TokenLogprobs, finish
 from exprl_rewards.rewards.pipeline import RewardPipeline
 from exprl_rewards.rewards.tagged import expand, mark_steps
 

@@ -10,19 +10,11 @@
 
 from __future__ import annotations
 
-from .base import (
-    Judge,
-    Judgement,
-    JudgeRequest,
-    RawOutput,
-    TokenLogprobs,
-    finish,
-    judge_sync,
-    run_sync,
-)
+from .base import Judge, Judgement, JudgeRequest, judge_sync, run_sync
 from .cache import JudgeCache
 from .openai import OpenAIJudge
 from .prm import PRMJudge
+from .verdict import RawOutput, TokenLogprobs, finish
 
 __all__ = [
     "Judge",

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CacheError
-from .base import RawOutput
+from .verdict import RawOutput
 
 _log = logging.getLogger(__name__)
 

@@ -1,25 +1,22 @@
 """A judge on any OpenAI-compatible chat server (vLLM, SGLang, llama.cpp, OpenAI...).
 
 Built on the official ``openai`` async client, with its own retries turned off and
-replaced by tenacity: exponential backoff with full jitter, honouring ``Retry-After``,
-on 408, 409, 429, 5xx, timeouts, dropped connections and malformed answers; no retry
-on other 4xx (a bad request will not get better). ``timeout`` is a deadline for a whole
-attempt (connect, wait and body), not per read: a server that trickles its body a byte
-at a time cannot hold a run. A semaphore bounds the requests in flight. Several base
-URLs (replicas of one model) share the load round-robin; a replica that times out or
-refuses connections is skipped for ``replica_cooldown`` seconds, so the batch keeps
-going while one is down.
+replaced by tenacity (what is retried, and how: :mod:`~exprl_rewards.judges.retries`).
+``timeout`` is a deadline for a whole attempt (connect, wait and body), not per read: a
+server that trickles its body a byte at a time cannot hold a run. A semaphore bounds
+the requests in flight. Several base URLs (replicas of one model) share the load
+round-robin; a replica that times out or refuses connections is skipped for
+``replica_cooldown`` seconds, so the batch keeps going while one is down.
 
 Every request ends scored or unscored with a reason (``"backend: 429 Too Many Requests
-after 5 attempts"``); nothing is dropped and no failure becomes a 0.
+after 5 attempts"``); nothing is dropped and no failure becomes a 0. Redirects are not
+followed (a backend failure naming where they pointed).
 
-Redirects are not followed: a 3xx would send the prompt, hidden reference included, to
-another server, whose answer would be recorded as this judge's. It is a backend failure
-naming where it pointed. :meth:`OpenAIJudge.check` proves the judge before a run: each
-replica's ``/v1/models`` must list the model, and a one-line score-only request must come
-back answered; the model's identity as the server reports it (vLLM's ``root``, or an
-explicit ``revision``) and the base URLs key the cache, so two models served under one
-alias never share cached scores.
+:meth:`OpenAIJudge.check` proves the judge before a run: each replica's ``/v1/models``
+must list the model, and a one-line score-only request must come back answered; the
+model's identity as the server reports it (vLLM's ``root``, or an explicit
+``revision``) and the base URLs key the cache, so two models served under one alias
+never share cached scores.
 
 The client and semaphore are made per event loop, so the same judge works from
 ``asyncio.run`` in a script, from :func:`~exprl_rewards.judges.base.judge_sync` inside a
@@ -32,7 +29,6 @@ import asyncio
 import dataclasses
 import json
 import os
-import random
 import time
 import weakref
 from collections.abc import Sequence
@@ -41,76 +37,17 @@ from pathlib import Path
 from typing import Any
 
 import openai
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from ..errors import ConfigError, JudgeUnavailable
 from . import progress
-from .base import CachedBatch, Judgement, JudgeRequest, RawOutput, TokenLogprobs, finish, unscored
+from .base import Judgement, JudgeRequest, unscored
 from .cache import JudgeCache
 from .health import CHECK_REQUEST, require_answered
+from .retries import AttemptTimeout, Backoff, MalformedResponse, describe, retryable
+from .verdict import CachedBatch, RawOutput, TokenLogprobs, finish
 
 __all__ = ["OpenAIJudge"]
-
-_RETRY_STATUS = {408, 409, 429}
-
-
-class MalformedResponse(Exception):
-    """A 200 answer without a usable completion (no choices, content of the wrong type,
-    logprobs that are not log probabilities)."""
-
-
-class AttemptTimeout(Exception):
-    """An attempt outran its deadline."""
-
-
-def _retryable(e: BaseException) -> bool:
-    if isinstance(e, openai.APIStatusError):
-        return e.status_code in _RETRY_STATUS or e.status_code >= 500
-    # A 200 with a body that is not JSON (a proxy's error page) surfaces as a ValueError.
-    malformed = (openai.APIResponseValidationError, MalformedResponse, json.JSONDecodeError)
-    return isinstance(e, (openai.APIConnectionError, AttemptTimeout, *malformed))
-
-
-def _describe(e: BaseException) -> str:
-    if isinstance(e, openai.APIStatusError) and e.response.is_redirect:
-        where = e.response.headers.get("location", "?")
-        return (f"{e.status_code} redirect to {where[:120]} refused (the prompt holds the"
-                " hidden reference; point --base-url at the judge itself)")  # fmt: skip
-    if isinstance(e, openai.APIStatusError):
-        body: dict[str, Any] = e.body if isinstance(e.body, dict) else {}
-        nested = body.get("error")
-        error: dict[str, Any] = nested if isinstance(nested, dict) else body
-        message = str(error.get("message") or e.message)[:200]
-        return f"{e.status_code} {e.response.reason_phrase}: {message}"
-    if isinstance(e, (openai.APITimeoutError, AttemptTimeout)):
-        return "timeout"
-    if isinstance(e, MalformedResponse):
-        return f"malformed answer: {e}"[:200]
-    if isinstance(e, openai.APIConnectionError):
-        return f"connection error ({e.__cause__ or e})"[:200]
-    return f"{type(e).__name__}: {e}"[:200]
-
-
-def _retry_after(e: BaseException | None) -> float | None:
-    response = getattr(e, "response", None)
-    value = response.headers.get("retry-after") if response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-class _Backoff:
-    """Exponential backoff with full jitter; waits at least Retry-After when given."""
-
-    def __init__(self, initial: float, maximum: float) -> None:
-        self.initial, self.maximum = initial, maximum
-
-    def __call__(self, state: RetryCallState) -> float:
-        ceiling = min(self.maximum, self.initial * 2 ** (state.attempt_number - 1))
-        wait = random.uniform(0, ceiling)
-        hint = _retry_after(state.outcome.exception() if state.outcome else None)
-        return min(self.maximum, max(wait, hint)) if hint is not None else wait
 
 
 @dataclass
@@ -265,7 +202,7 @@ class OpenAIJudge:
                     page = await asyncio.wait_for(client.models.list(), self.timeout)
                 except Exception as e:
                     raise JudgeUnavailable(
-                        f"the judge at {where} cannot be reached ({_describe(e)}). Nothing"
+                        f"the judge at {where} cannot be reached ({describe(e)}). Nothing"
                         " was graded. Start the judge server, or fix --base-url"
                     ) from e
                 served = {m.id: (m.model_extra or {}).get("root") for m in page.data}
@@ -287,7 +224,7 @@ class OpenAIJudge:
                 except Exception as e:
                     raise JudgeUnavailable(
                         f"the judge at {where} (model {self.model!r}) failed a one-line check"
-                        f" request: {_describe(e)}. Nothing was graded. Check the judge"
+                        f" request: {describe(e)}. Nothing was graded. Check the judge"
                         " server's log, or fix --base-url/--model"
                     ) from e
                 judgement = finish(request, raw, backend=self.backend, model=self.model,
@@ -363,8 +300,8 @@ class OpenAIJudge:
         attempts = 0
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_attempts),
-            wait=_Backoff(self.backoff, self.max_backoff),
-            retry=retry_if_exception(_retryable),
+            wait=Backoff(self.backoff, self.max_backoff),
+            retry=retry_if_exception(retryable),
             reraise=True,
         )
         try:
@@ -386,7 +323,7 @@ class OpenAIJudge:
             more = f" after {attempts} attempts" if attempts > 1 else ""
             return unscored(
                 request,
-                f"backend: {_describe(e)}{more}",
+                f"backend: {describe(e)}{more}",
                 backend=self.backend,
                 model=self.model,
                 latency_s=time.perf_counter() - start,

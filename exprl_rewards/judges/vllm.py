@@ -28,10 +28,11 @@ from typing import Any
 
 from ..errors import MissingExtraError
 from . import progress
-from .base import CachedBatch, Judgement, JudgeRequest, RawOutput, TokenLogprobs, finish, unscored
+from .base import Judgement, JudgeRequest, unscored
 from .cache import JudgeCache
 from .local_model import cpu_dtype
 from .logs import engine_output
+from .verdict import CachedBatch, RawOutput, TokenLogprobs, finish
 
 __all__ = ["VLLMJudge"]
 
