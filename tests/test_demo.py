@@ -127,6 +127,19 @@ def test_runs_reproduce_from_their_seed_and_stage_two_is_sparse():
     assert sparse.curves["unlocked"][0] == a.curves["unlocked"][0]  # the same first sample
 
 
+@pytest.mark.parametrize("repairs", [False, True])
+def test_a_tuning_run_without_curves_ends_where_the_full_run_does(repairs):
+    """Tuning skips the curves (exact solves, entropy, canaries); the policy it trains and
+    its final figures must be the same, in both worlds and for every method."""
+    cfg = replace(TINY, repairs=repairs)
+    for method in METHODS:
+        full = run(method, JudgeSim(), 3, cfg, lr=8.0)
+        bare = run(method, JudgeSim(), 3, cfg, lr=8.0, record=False)
+        assert bare.final == full.final, method
+        assert not bare.curves["pass1"].any()  # nothing recorded
+    assert full.curves["pass1"].any()
+
+
 def test_interval_is_a_student_t_interval():
     mean, low, high = interval([0.2, 0.4, 0.3, 0.5])
     sd = np.std([0.2, 0.4, 0.3, 0.5], ddof=1)

@@ -255,32 +255,33 @@ class Walk:
         self.reached = np.zeros((*shape, width + 1), dtype=np.int64)
         self.pending = np.zeros((*shape, width + 1), dtype=bool)
 
-    def state(self, t: int) -> IntArray:
+    def state(self, t: int) -> IntArray | int:
         """The policy's row for the next token: the time in the path world (where on the
         path it equals ``k``), ``k`` in the repair world."""
-        return self.k if self.world.repairs else np.full_like(self.k, t)
+        return self.k if self.world.repairs else t
 
     def step(self, t: int, action: IntArray) -> None:
         """Take token ``t`` (``action``; EOS once a rollout has stopped)."""
         w, alive, on = self.world, self.alive, self.on
-        a = np.where(alive, action, w.eos)
+        a = np.where(alive, action, w.eos)  # so a stopped rollout only ever "stops"
         row = self.state(t)
-        want = w.reference[self.prompt, row]
-        right = alive & on & (a == want)
-        self.tokens[..., t], self.on_path[..., t], self.row[..., t] = a, on & alive, row
+        stop, match = a == w.eos, a == w.reference[self.prompt, row]
+        live_on = alive & on
+        right = live_on & match
+        self.tokens[..., t], self.on_path[..., t], self.row[..., t] = a, live_on, row
         if w.repairs:
-            detour = (a == w.filler) | (a == w.retract)
-            alone = np.where(detour, 0.5, np.where(a == w.eos, right, a == want))
-            self.credit[..., t] = np.where(alive, alone, 0.0)
+            retract = a == w.retract
+            detour = retract | (a == w.filler)
+            self.credit[..., t] = np.where(detour, 0.5, np.where(stop, right, match))
             mistake = alive & ~right & ~detour  # a wrong EOS: a wrong final answer
-            self.on = np.where(alive & (a == w.retract), True, on & ~mistake)
+            self.on = retract | (on & ~mistake)
         else:  # alone: right at its place, the reference's EOS included, nothing past it
-            self.credit[..., t] = alive & (a == want) & (t <= w.lengths[:, None])
-            self.on = on & (a == want)
+            self.credit[..., t] = alive & match & (t <= w.lengths[:, None])
+            self.on = on & match
         self.k = self.k + right
         self.reached[..., t + 1], self.pending[..., t + 1] = self.k, ~self.on
-        self.length = np.where(alive & (a == w.eos), t + 1, self.length)
-        self.alive = alive & (a != w.eos)
+        self.length[alive & stop] = t + 1
+        self.alive = ~stop
 
     def rollouts(self) -> Rollouts:
         w = self.world
@@ -300,20 +301,29 @@ class Policy:
     def __init__(self, world: World, theta: FloatArray) -> None:
         self.world, self.theta = world, theta
         self._probs: FloatArray | None = None
+        self._cdf: FloatArray | None = None
 
     def probs(self) -> FloatArray:
         if self._probs is None:
             self._probs = softmax(self.theta)
         return self._probs
 
+    def cdf(self) -> FloatArray:
+        """Cumulative sums of the rows, the last one +inf (where rounding leaves it just
+        under 1): sampling takes the first entry a uniform draw does not exceed."""
+        if self._cdf is None:
+            self._cdf = np.cumsum(self.probs(), axis=-1)
+            self._cdf[..., -1] = np.inf
+        return self._cdf
+
     def sample(self, group: int, rng: np.random.Generator) -> Rollouts:
         """``group`` rollouts of every prompt."""
-        w, pi = self.world, self.probs()
+        w, rows = self.world, self.cdf()
         walk = Walk(w, group)
         for t in range(w.max_len):
-            cdf = np.cumsum(pi[walk.prompt, walk.state(t), walk.on.astype(np.int64)], axis=-1)
+            cdf = rows[walk.prompt, walk.state(t), walk.on.view(np.int8)]
             u = rng.random((w.prompts, group, 1))
-            walk.step(t, np.minimum((u > cdf).sum(axis=-1), w.actions - 1))
+            walk.step(t, np.argmax(u <= cdf, axis=-1))  # the first row entry past u
         return walk.rollouts()
 
     def solve_probability(self) -> FloatArray:
@@ -337,10 +347,12 @@ class Policy:
         group = adv.shape[1]
         p = np.indices(adv.shape)[0]
         rows = (p, rollouts.row, rollouts.on_path.astype(np.int64))
-        grad = np.zeros_like(self.theta)
-        np.add.at(grad, (*rows, rollouts.tokens), adv)  # the one-hot part
-        weight = np.zeros(self.theta.shape[:-1])
-        np.add.at(weight, rows, adv)
-        grad -= weight[..., None] * pi  # minus sum of A * pi
+        # sums of A per (row) and per (row, token), in sample order (as np.add.at would)
+        row = np.ravel_multi_index(rows, self.theta.shape[:-1]).ravel()
+        at = row * self.theta.shape[-1] + rollouts.tokens.ravel()
+        grad = np.bincount(at, adv.ravel(), self.theta.size).astype(np.float64, copy=False)
+        grad = grad.reshape(self.theta.shape)
+        weight = np.bincount(row, adv.ravel(), pi[..., 0].size).reshape(pi.shape[:-1])
+        grad -= weight[..., None] * pi  # the one-hot part minus sum of A * pi
         self.theta = self.theta + lr * grad / group
-        self._probs = None
+        self._probs = self._cdf = None
