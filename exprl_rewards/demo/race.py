@@ -140,18 +140,17 @@ def run(
     for step in range(config.steps):
         stage = method if step < config.stage_one else "sparse"
         rollouts = policy.sample(config.group, rng)
-        if not record:
-            got = reward(stage, world, rollouts, judge, judge_rng, step_tokens=config.step_tokens)
-            policy.apply(rollouts, got.advantages, lrs[step >= config.stage_one])
-            continue
         correct = rollouts.matched == world.lengths[:, None] + 1
-        unlocked |= correct.any(axis=1)
-        valid = np.arange(world.max_len) < rollouts.length[..., None]
-        p = np.indices(valid.shape)[0]
-        states = (p[valid], rollouts.row[valid], rollouts.on_path[valid].astype(np.int64))
-        curves["entropy"][step] = _entropy(policy, states)
+        if record:  # the entropy of the rows the policy sampled from, before the update
+            valid = np.arange(world.max_len) < rollouts.length[..., None]
+            p = np.indices(valid.shape)[0]
+            states = (p[valid], rollouts.row[valid], rollouts.on_path[valid].astype(np.int64))
+            curves["entropy"][step] = _entropy(policy, states)
         got = reward(stage, world, rollouts, judge, judge_rng, step_tokens=config.step_tokens)
         policy.apply(rollouts, got.advantages, lrs[step >= config.stage_one])
+        if not record:
+            continue
+        unlocked |= correct.any(axis=1)
         solve = policy.solve_probability()
         curves["unlocked"][step] = unlocked.mean()
         curves["reward"][step] = got.rollout_reward.mean()
